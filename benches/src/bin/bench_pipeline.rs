@@ -1,0 +1,129 @@
+//! Whole-pipeline timings for docs/benchmarks.md (median of repeated runs, peak RSS).
+//!
+//! `bench_pipeline preprocess N_CELLS [REPEATS]`: normalize_total -> log1p -> HVG (seurat 2000)
+//! -> scale -> PCA 50 on resampled real cells; prints each step's median seconds.
+//! `bench_pipeline metrics N_LABELS [REPEATS]`: ARI + NMI on resampled real labelings.
+//! `bench_pipeline export-preprocess N_CELLS OUT.mtx.gz`: writes the same resampled input for scanpy.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use cellident_benches::{peak_rss_bytes, resampled_counts, resampled_label_pairs};
+use cellident_metrics::Contingency;
+use cellident_preprocess::{
+    HvgParams, Pca, PcaParams, Scaler, highly_variable_genes, log1p, normalize_total,
+};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let n: usize = args.get(2).context("size argument")?.parse()?;
+    let repeats: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(5);
+    match args.get(1).map(String::as_str) {
+        Some("preprocess") => {
+            let base = resampled_counts(&fixtures.join("pbmc_10x_4k_top2000"), "label", n, 42)?;
+            let mut steps: Vec<Vec<f64>> = vec![Vec::new(); 6];
+            for _ in 0..repeats {
+                let mut d = base.clone();
+                let t0 = Instant::now();
+                normalize_total(&mut d, 1e4)?;
+                let t1 = Instant::now();
+                log1p(&mut d, false)?;
+                let t2 = Instant::now();
+                let h = highly_variable_genes(
+                    d.matrix(),
+                    &HvgParams {
+                        n_top_genes: 2000,
+                        ..Default::default()
+                    },
+                )?;
+                let d = d.select_genes(&h.selected)?;
+                let t3 = Instant::now();
+                let x = Scaler::fit(d.matrix(), Some(10.0))?.transform(d.matrix())?;
+                let t4 = Instant::now();
+                let pca = Pca::fit(
+                    &x,
+                    &PcaParams {
+                        n_components: 50,
+                        ..Default::default()
+                    },
+                )?;
+                let _scores = pca.transform(&x)?;
+                let t5 = Instant::now();
+                for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t0, t5)]
+                    .iter()
+                    .enumerate()
+                {
+                    steps[i].push((*b - *a).as_secs_f64());
+                }
+            }
+            let names = [
+                "normalize_total",
+                "log1p",
+                "hvg_seurat",
+                "scale",
+                "pca50",
+                "total",
+            ];
+            let parts: Vec<String> = names
+                .iter()
+                .zip(steps)
+                .map(|(n, v)| format!("{n} {:.3} s", median(v)))
+                .collect();
+            println!(
+                "preprocess {n} cells x 2000 genes, median of {repeats}: {}; peak RSS {} MB",
+                parts.join(", "),
+                peak_rss_bytes().unwrap_or(0) >> 20
+            );
+        }
+        Some("metrics") => {
+            let (t, p) = resampled_label_pairs(&fixtures, n, 7)?;
+            let mut times = Vec::new();
+            let mut last = (0.0, 0.0);
+            for _ in 0..repeats {
+                let s = Instant::now();
+                let ct = Contingency::new(&t, &p)?;
+                last = (ct.adjusted_rand_index(), ct.normalized_mutual_information());
+                times.push(s.elapsed().as_secs_f64());
+            }
+            println!(
+                "ARI+NMI on {n} labels, median of {repeats}: {:.4} s (ARI {:.6}, NMI {:.6}); peak RSS {} MB",
+                median(times),
+                last.0,
+                last.1,
+                peak_rss_bytes().unwrap_or(0) >> 20
+            );
+        }
+        Some("export-preprocess") => {
+            let out = PathBuf::from(args.get(3).context("output path")?);
+            let d = resampled_counts(&fixtures.join("pbmc_10x_4k_top2000"), "label", n, 42)?;
+            cellident_io::write_matrix_market(
+                &out,
+                d.matrix(),
+                "resampled pbmc_10x_4k_top2000 cells (bootstrap + binomial thinning, seed 42)",
+            )?;
+            println!("wrote {}", out.display());
+        }
+        Some("export-labels") => {
+            let out = PathBuf::from(args.get(3).context("output path")?);
+            let (t, p) = resampled_label_pairs(&fixtures, n, 7)?;
+            let text: String = t
+                .iter()
+                .zip(&p)
+                .map(|(a, b)| format!("{a} {b}\n"))
+                .collect();
+            std::fs::write(&out, text)?;
+            println!("wrote {}", out.display());
+        }
+        _ => bail!(
+            "usage: bench_pipeline preprocess|metrics|export-preprocess|export-labels N [REPEATS|OUT]"
+        ),
+    }
+    Ok(())
+}

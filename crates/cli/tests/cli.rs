@@ -1,0 +1,370 @@
+//! The one CLI integration-test binary: real `cellident` commands on the fixtures, each test
+//! in its own temp dir.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(p: &str) -> PathBuf {
+    root().join("fixtures").join(p)
+}
+
+fn cellident(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cellident"));
+    for a in args {
+        c.arg(a);
+    }
+    c.arg("--quiet");
+    c.output().expect("cellident runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn inspect_json(path: &Path) -> Value {
+    serde_json::from_str(&ok(&cellident(&[&"inspect", &path, &"--json"])))
+        .expect("inspect --json prints JSON")
+}
+
+fn class_counts(summary: &Value, column: &str) -> Value {
+    summary["obs"]
+        .as_array()
+        .and_then(|cols| cols.iter().find(|c| c["name"] == column))
+        .map(|c| c["class_counts"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn import_inspect_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("pbmc.parquet");
+    ok(&cellident(&[
+        &"import",
+        &fixture("pbmc68k_reduced"),
+        &"-o",
+        &pq,
+    ]));
+    let s = inspect_json(&pq);
+    // scipy: shape (700, 765), nnz 174400, float32 values summed in float64 = 319044.23824107647
+    assert_eq!(s["n_cells"], 700);
+    assert_eq!(s["n_genes"], 765);
+    assert_eq!(s["nnz"], 174400);
+    assert!((s["value_sum"].as_f64().unwrap() - 319044.23824107647).abs() < 1e-6 * 319044.0);
+    assert_eq!(s["value_kind"], "log");
+    assert_eq!(class_counts(&s, "bulk_labels")["Dendritic"], 240);
+
+    let out = dir.path().join("export");
+    ok(&cellident(&[
+        &"export",
+        &pq,
+        &"-o",
+        &out,
+        &"--format",
+        &"mtx",
+    ]));
+    let back = cellident_io::read_mtx_folder(&out).unwrap();
+    assert_eq!(
+        back,
+        cellident_io::read_mtx_folder(&fixture("pbmc68k_reduced")).unwrap()
+    );
+
+    let csv = dir.path().join("csv");
+    ok(&cellident(&[
+        &"export",
+        &pq,
+        &"-o",
+        &csv,
+        &"--format",
+        &"csv",
+    ]));
+    let dense = cellident_io::read_dense_text(
+        &csv.join("matrix.csv"),
+        Some(&csv.join("obs.csv")),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(dense.matrix(), back.matrix());
+    assert_eq!(
+        dense.obs().labels("bulk_labels").unwrap(),
+        back.obs().labels("bulk_labels").unwrap()
+    );
+}
+
+#[test]
+fn import_10x_with_obs_then_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("tenx.parquet");
+    let tenx = fixture("pbmc3k_10x");
+    ok(&cellident(&[
+        &"import",
+        &tenx.join("filtered_feature_bc_matrix"),
+        &"--obs",
+        &tenx.join("obs.csv.gz"),
+        &"-o",
+        &pq,
+    ]));
+    let s = inspect_json(&pq);
+    assert_eq!(
+        (s["n_cells"].as_u64(), s["n_genes"].as_u64()),
+        (Some(999), Some(2000))
+    );
+    assert_eq!(s["value_kind"], "counts");
+    assert_eq!(s["value_sum"], 596163.0); // scipy: sum of the integer counts
+    assert_eq!(
+        s["var_columns"],
+        serde_json::json!(["gene_ids", "feature_types"])
+    );
+    let total: u64 = class_counts(&s, "classified")
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 999);
+}
+
+#[test]
+fn import_h5ad_and_transposed_tsv() {
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("h5.parquet");
+    ok(&cellident(&[
+        &"import",
+        &fixture("pbmc68k_reduced/pbmc68k_reduced.h5ad"),
+        &"--raw",
+        &"-o",
+        &pq,
+    ]));
+    let s = inspect_json(&pq);
+    assert_eq!(s["nnz"], 174400);
+    assert_eq!(class_counts(&s, "bulk_labels")["CD34+"], 13);
+
+    let tsv = dir.path().join("tsv.parquet");
+    ok(&cellident(&[
+        &"import",
+        &fixture("dense/pbmc68k_reduced_genes_by_cells.tsv.gz"),
+        &"--format",
+        &"csv",
+        &"--transpose",
+        &"--obs",
+        &fixture("dense/pbmc68k_reduced_obs.csv"),
+        &"-o",
+        &tsv,
+    ]));
+    let s = inspect_json(&tsv);
+    assert_eq!(
+        (s["n_cells"].as_u64(), s["n_genes"].as_u64()),
+        (Some(40), Some(765))
+    );
+}
+
+#[test]
+fn errors_are_one_line_and_name_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cellident(&[
+        &"import",
+        &dir.path().join("missing.h5ad"),
+        &"-o",
+        &dir.path().join("x.parquet"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("missing.h5ad")
+            && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dir.path().join("x.parquet").exists());
+
+    // A folder that is neither layout.
+    let out = cellident(&[&"import", &dir.path(), &"-o", &dir.path().join("x.parquet")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --format"));
+
+    // Inspecting a file that is not a cellident dataset.
+    let f = dir.path().join("plain.parquet");
+    std::fs::write(&f, b"not parquet").unwrap();
+    let out = cellident(&[&"inspect", &f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain.parquet"));
+
+    // Usage errors exit with 2.
+    let out = cellident(&[&"frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Every dataset of `../shared/datasets` imports, inspects to the numbers scipy/pandas computed
+/// (fixtures/shared_expectations.json records the calls), and exports back to the same data.
+/// The shared folder is not part of a clone; without it this test has nothing to check and says so.
+#[test]
+fn every_shared_dataset_round_trips() {
+    let shared = root().join("../shared/datasets");
+    if !shared.is_dir() {
+        eprintln!("../shared/datasets not found: shared-dataset round trip not checked");
+        return;
+    }
+    let expect: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("shared_expectations.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (name, e) in expect["datasets"].as_object().unwrap() {
+        let src = shared.join(name);
+        if !src.is_dir() {
+            continue;
+        }
+        let pq = dir.path().join(format!("{name}.parquet"));
+        ok(&cellident(&[&"import", &src, &"-o", &pq]));
+        let s = inspect_json(&pq);
+        for key in ["n_cells", "n_genes", "nnz"] {
+            assert_eq!(s[key], e[key], "{name}: {key}");
+        }
+        let (got, want) = (
+            s["value_sum"].as_f64().unwrap(),
+            e["value_sum"].as_f64().unwrap(),
+        );
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{name}: value sum {got} vs {want}"
+        );
+        for (col, counts) in e["class_counts"].as_object().unwrap() {
+            assert_eq!(&class_counts(&s, col), counts, "{name}: {col}");
+        }
+        let out = dir.path().join(name);
+        ok(&cellident(&[
+            &"export",
+            &pq,
+            &"-o",
+            &out,
+            &"--format",
+            &"mtx",
+        ]));
+        assert_eq!(
+            cellident_io::read_mtx_folder(&out).unwrap(),
+            cellident_io::read_mtx_folder(&src).unwrap(),
+            "{name}: export differs from the source"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 16, "only {checked} shared datasets found");
+}
+
+#[test]
+fn preprocess_records_its_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pca.parquet");
+    ok(&cellident(&[
+        &"preprocess",
+        &fixture("pbmc_10x_4k_top2000"),
+        &"-o",
+        &out,
+        &"--min-genes",
+        &"100",
+        &"--normalize-total",
+        &"1e4",
+        &"--log1p",
+        &"--hvg",
+        &"500",
+        &"--scale",
+        &"--pca",
+        &"20",
+    ]));
+    let s = inspect_json(&out);
+    assert_eq!(s["n_genes"], 20);
+    let kept = s["n_cells"].as_u64().unwrap();
+    assert!(kept > 900 && kept <= 1000, "{kept}");
+    let d = cellident_io::read_parquet(&out).unwrap();
+    assert_eq!(d.gene_ids()[0], "PC1");
+    // Logging log-normalised data is refused with an explanation.
+    let out = cellident(&[
+        &"preprocess",
+        &fixture("pbmc3k_seurat"),
+        &"-o",
+        &dir.path().join("x.parquet"),
+        &"--log1p",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("look log-transformed already"));
+}
+
+#[test]
+fn evaluate_reports_every_metric() {
+    // truth = bulk_labels, prediction = the louvain clusters shipped with pbmc68k_reduced.
+    // scikit-learn 1.9.1: adjusted_rand_score = 0.4147795455021274,
+    // normalized_mutual_info_score = 0.6174435999754219, adjusted_mutual_info_score = 0.6041008199271367.
+    let obs = fixture("pbmc68k_reduced/obs.csv.gz");
+    let out = cellident(&[
+        &"evaluate",
+        &"--truth",
+        &obs,
+        &"--pred",
+        &obs,
+        &"--truth-column",
+        &"bulk_labels",
+        &"--pred-column",
+        &"louvain",
+        &"--json",
+    ]);
+    let e: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(e["n_cells"], 700);
+    assert!((e["ari"].as_f64().unwrap() - 0.4147795455021274).abs() < 1e-9);
+    assert!((e["nmi"].as_f64().unwrap() - 0.6174435999754219).abs() < 1e-9);
+    assert!((e["ami"].as_f64().unwrap() - 0.6041008199271367).abs() < 1e-9);
+    assert_eq!(e["accuracy"], 0.0); // cluster numbers never equal cell-type names
+    assert!(e["per_class"]["Dendritic"]["support"] == 240);
+
+    // A prediction file with one wrong label out of 700.
+    let dir = tempfile::tempdir().unwrap();
+    let d = cellident_io::read_mtx_folder(&fixture("pbmc68k_reduced")).unwrap();
+    let mut labels = d.obs().labels("bulk_labels").unwrap();
+    labels[0] = Some("CD34+".into());
+    let pred = cellident_io::Table::new(
+        700,
+        vec![cellident_io::Column {
+            name: "prediction".into(),
+            data: cellident_io::ColumnData::Text(labels),
+        }],
+    )
+    .unwrap();
+    let path = dir.path().join("pred.csv");
+    cellident_io::write_annotation_csv(&path, "cell", d.cell_ids(), &pred).unwrap();
+    let e: Value = serde_json::from_str(&ok(&cellident(&[
+        &"evaluate",
+        &"--truth",
+        &obs,
+        &"--pred",
+        &path,
+        &"--truth-column",
+        &"bulk_labels",
+    ])))
+    .unwrap();
+    assert!((e["accuracy"].as_f64().unwrap() - 699.0 / 700.0).abs() < 1e-12);
+    // Unknown columns are named.
+    let out = cellident(&[
+        &"evaluate",
+        &"--truth",
+        &obs,
+        &"--pred",
+        &path,
+        &"--truth-column",
+        &"cell_type",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'cell_type'"));
+}

@@ -1,0 +1,92 @@
+//! cellident-preprocess owns every transformation between an imported dataset and a model's
+//! input, each matching scanpy 1.11 (the tests record the scanpy calls):
+//!
+//! - QC filters ([`qc`]): min/max genes per cell, min cells per gene, max mitochondrial fraction;
+//! - [`normalize_total`], [`log1p`] (refusing to log twice), value-type detection;
+//! - highly variable genes ([`hvg`]): `seurat` (binned dispersion z-scores) and `seurat_v3`
+//!   (LOESS-stabilised variance on counts);
+//! - [`scale::Scaler`] (zero mean, unit variance, clip) and seeded randomized [`pca::Pca`], both
+//!   keeping their fitted parameters for query data;
+//! - splits and label encoding ([`split`]);
+//! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
+//!   checkpoints).
+//!
+//! It works on `cellident-io` data types in memory and never touches the filesystem.
+
+pub mod hvg;
+pub mod kmeans;
+mod loess;
+mod normalize;
+pub mod pca;
+pub mod pipeline;
+pub mod qc;
+pub mod scale;
+pub mod split;
+
+pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
+pub use kmeans::{KMeansParams, KMeansResult, kmeans};
+pub use normalize::{log1p, looks_log_transformed, normalize_total};
+pub use pca::{Pca, PcaParams};
+pub use pipeline::{Pipeline, Step};
+pub use scale::Scaler;
+pub use split::{
+    LabelEncoder, group_kfold, leave_one_group_out, stratified_kfold, stratified_split,
+};
+
+/// Errors of preprocessing.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// A parameter is out of range.
+    #[error("invalid parameter `{name}`: {message}")]
+    InvalidParam { name: &'static str, message: String },
+    /// The data cannot go through this step (e.g. logging data that is already logged).
+    #[error("{0}")]
+    Data(String),
+    #[error(transparent)]
+    Io(#[from] cellident_io::IoError),
+    #[error(transparent)]
+    Tensor(#[from] cellident_tensor::TensorError),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result alias of cellident-preprocess.
+pub type Result<T, E = PreprocessError> = std::result::Result<T, E>;
+
+pub(crate) fn ensure(ok: bool, name: &'static str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(PreprocessError::InvalidParam {
+            name,
+            message: message(),
+        })
+    }
+}
+
+/// Per-gene mean and unbiased variance (ddof 1) of a sparse `[cells, genes]` matrix, in f64,
+/// counting the implicit zeros (scanpy's `_get_mean_var`).
+pub fn gene_mean_var(m: &cellident_io::CsrMatrix) -> (Vec<f64>, Vec<f64>) {
+    let n = m.n_rows();
+    let g = m.n_cols();
+    let mut sum = vec![0f64; g];
+    let mut nnz = vec![0usize; g];
+    for (&c, &v) in m.indices().iter().zip(m.data()) {
+        sum[c as usize] += v as f64;
+        nnz[c as usize] += 1;
+    }
+    let nf = n.max(1) as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / nf).collect();
+    let mut ss = vec![0f64; g];
+    for (&c, &v) in m.indices().iter().zip(m.data()) {
+        let d = v as f64 - mean[c as usize];
+        ss[c as usize] += d * d;
+    }
+    let var = (0..g)
+        .map(|j| {
+            let total = ss[j] + (n - nnz[j]) as f64 * mean[j] * mean[j];
+            if n > 1 { total / (n - 1) as f64 } else { 0.0 }
+        })
+        .collect();
+    (mean, var)
+}

@@ -1,0 +1,170 @@
+//! A recorded preprocessing pipeline: fitted once on training data, saved with a model, and
+//! replayed exactly on query data (same genes, same normalisation, same scaling statistics,
+//! same PCA loadings).
+
+use cellident_io::{CsrMatrix, ExpressionDataset};
+use cellident_tensor::DenseMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::hvg::{HvgParams, highly_variable_genes};
+use crate::normalize::{log1p, normalize_total};
+use crate::pca::{Pca, PcaParams};
+use crate::scale::Scaler;
+use crate::{PreprocessError, Result};
+
+/// What to do, as a user asks for it (`cellident preprocess` flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PipelineParams {
+    /// `normalize_total` target (e.g. 1e4).
+    pub normalize_total: Option<f64>,
+    pub log1p: bool,
+    /// Highly variable gene selection.
+    pub hvg: Option<HvgParams>,
+    /// Scale to unit variance, clipping at this value (scanpy's `max_value`, e.g. 10).
+    pub scale: Option<Option<f64>>,
+    /// PCA.
+    pub pca: Option<PcaParams>,
+}
+
+/// One fitted step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    NormalizeTotal {
+        target_sum: f64,
+    },
+    Log1p,
+    /// Keep these genes, in this order (HVG selection); query genes are aligned by name.
+    SelectGenes {
+        genes: Vec<String>,
+    },
+    Scale(Scaler),
+    Pca(Pca),
+}
+
+/// The fitted pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Pipeline {
+    pub steps: Vec<Step>,
+}
+
+/// The result of a pipeline: still sparse (`[cells, genes]`), or dense features after
+/// scaling/PCA (`feature_names` are genes or `PC1..PCk`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    Sparse(ExpressionDataset),
+    Dense {
+        cell_ids: Vec<String>,
+        feature_names: Vec<String>,
+        values: DenseMatrix,
+        obs: cellident_io::Table,
+    },
+}
+
+impl Pipeline {
+    /// Fits every requested step on `data` and returns the pipeline and the transformed data.
+    pub fn fit(data: &ExpressionDataset, p: &PipelineParams) -> Result<(Pipeline, Prepared)> {
+        let mut steps = Vec::new();
+        let mut d = data.clone();
+        if let Some(t) = p.normalize_total {
+            normalize_total(&mut d, t)?;
+            steps.push(Step::NormalizeTotal { target_sum: t });
+        }
+        if p.log1p {
+            log1p(&mut d, false)?;
+            steps.push(Step::Log1p);
+        }
+        if let Some(h) = &p.hvg {
+            // seurat_v3 ranks genes on the raw counts (as scanpy expects it to be run before
+            // normalisation); seurat on the log-normalised values.
+            let source = if h.flavor == crate::HvgFlavor::SeuratV3 {
+                data.matrix()
+            } else {
+                d.matrix()
+            };
+            let r = highly_variable_genes(source, h)?;
+            d = d.select_genes(&r.selected)?;
+            steps.push(Step::SelectGenes {
+                genes: d.gene_ids().to_vec(),
+            });
+        }
+        let mut pipeline = Pipeline { steps };
+        if p.scale.is_none() && p.pca.is_none() {
+            return Ok((pipeline, Prepared::Sparse(d)));
+        }
+        let (mut values, mut names) = match p.scale {
+            Some(clip) => {
+                let s = Scaler::fit(d.matrix(), clip)?;
+                let v = s.transform(d.matrix())?;
+                pipeline.steps.push(Step::Scale(s));
+                (v, d.gene_ids().to_vec())
+            }
+            None => (
+                DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense())?,
+                d.gene_ids().to_vec(),
+            ),
+        };
+        if let Some(pp) = &p.pca {
+            let pca = Pca::fit(&values, pp)?;
+            values = pca.transform(&values)?;
+            names = (1..=pca.n_components).map(|i| format!("PC{i}")).collect();
+            pipeline.steps.push(Step::Pca(pca));
+        }
+        let (_, cell_ids, _, obs, _) = d.into_parts();
+        Ok((
+            pipeline,
+            Prepared::Dense {
+                cell_ids,
+                feature_names: names,
+                values,
+                obs,
+            },
+        ))
+    }
+
+    /// Replays the fitted steps on query data. Genes are aligned by name at the gene-selection
+    /// step; fewer than `min_overlap` of the selected genes present is an error.
+    pub fn apply(&self, data: &ExpressionDataset, min_overlap: f64) -> Result<Prepared> {
+        let mut d = data.clone();
+        let mut dense: Option<(DenseMatrix, Vec<String>)> = None;
+        for step in &self.steps {
+            match step {
+                Step::NormalizeTotal { target_sum } => normalize_total(&mut d, *target_sum)?,
+                Step::Log1p => log1p(&mut d, false)?,
+                Step::SelectGenes { genes } => d = d.align_to_genes(genes, min_overlap)?.0,
+                Step::Scale(s) => {
+                    if s.mean.len() != d.n_genes() {
+                        return Err(PreprocessError::Data(
+                            "scaling step does not match the data's genes".into(),
+                        ));
+                    }
+                    dense = Some((s.transform(d.matrix())?, d.gene_ids().to_vec()));
+                }
+                Step::Pca(pca) => {
+                    let x = match dense.take() {
+                        Some((x, _)) => x,
+                        None => DenseMatrix::new(d.n_cells(), d.n_genes(), dense_of(d.matrix()))?,
+                    };
+                    let names = (1..=pca.n_components).map(|i| format!("PC{i}")).collect();
+                    dense = Some((pca.transform(&x)?, names));
+                }
+            }
+        }
+        Ok(match dense {
+            None => Prepared::Sparse(d),
+            Some((values, feature_names)) => {
+                let (_, cell_ids, _, obs, _) = d.into_parts();
+                Prepared::Dense {
+                    cell_ids,
+                    feature_names,
+                    values,
+                    obs,
+                }
+            }
+        })
+    }
+}
+
+fn dense_of(m: &CsrMatrix) -> Vec<f32> {
+    m.to_dense()
+}

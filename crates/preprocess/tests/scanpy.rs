@@ -1,0 +1,283 @@
+//! Preprocessing against scanpy 1.11.5 (anndata 0.12, scikit-misc 0.5) on the fixtures.
+//! `fixtures/reference/scanpy.json` holds scanpy's outputs; each entry records its call
+//! (the script that wrote it is described in fixtures/reference/README.md).
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use cellident_io::{ExpressionDataset, read_mtx_folder};
+use cellident_preprocess::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> ExpressionDataset {
+    read_mtx_folder(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn reference() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference/scanpy.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn genes(v: &Value) -> HashSet<String> {
+    v["genes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+    a.intersection(b).count() as f64 / a.union(b).count() as f64
+}
+
+fn selected(d: &ExpressionDataset, r: &HvgResult) -> HashSet<String> {
+    r.selected
+        .iter()
+        .map(|&j| d.gene_ids()[j].clone())
+        .collect()
+}
+
+fn log_normalised_pbmc4k() -> ExpressionDataset {
+    let mut d = fixture("pbmc_10x_4k_top2000");
+    normalize_total(&mut d, 1e4).unwrap();
+    log1p(&mut d, false).unwrap();
+    d
+}
+
+#[test]
+fn normalize_total_and_log1p_match_scanpy() {
+    let r = &reference()["log1p_pbmc_10x_4k"];
+    let d = log_normalised_pbmc4k();
+    let m = d.matrix();
+    // Every cell's sum of log values, relative 1e-5.
+    for (i, want) in r["row_sums"].as_array().unwrap().iter().enumerate() {
+        let (_, v) = m.row(i);
+        let got: f64 = v.iter().map(|&x| x as f64).sum();
+        let want = want.as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs(),
+            "cell {i}: {got} vs {want}"
+        );
+    }
+    // 300 sampled entries, relative 1e-5.
+    for e in r["entries"].as_array().unwrap() {
+        let (row, col, want) = (
+            e[0].as_u64().unwrap() as usize,
+            e[1].as_u64().unwrap() as u32,
+            e[2].as_f64().unwrap(),
+        );
+        let (idx, val) = m.row(row);
+        let k = idx.binary_search(&col).unwrap();
+        assert!(
+            (val[k] as f64 - want).abs() <= 1e-5 * want.abs(),
+            "({row}, {col}): {} vs {want}",
+            val[k]
+        );
+    }
+}
+
+#[test]
+fn logging_twice_is_refused() {
+    let mut d = fixture("pbmc3k_seurat");
+    let err = log1p(&mut d, false).unwrap_err().to_string();
+    assert!(err.contains("look log-transformed already"), "{err}");
+    let mut counts = fixture("pbmc_10x_4k_top2000");
+    log1p(&mut counts, false).unwrap();
+    assert!(log1p(&mut counts, false).is_err());
+}
+
+#[test]
+fn hvg_seurat_matches_scanpy() {
+    let want = genes(&reference()["hvg_seurat_pbmc_10x_4k_1000"]);
+    let d = log_normalised_pbmc4k();
+    let r = highly_variable_genes(
+        d.matrix(),
+        &HvgParams {
+            n_top_genes: 1000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = selected(&d, &r);
+    let j = jaccard(&got, &want);
+    eprintln!(
+        "seurat HVG pbmc_10x_4k: {} genes, Jaccard {j:.4}",
+        got.len()
+    );
+    assert!(j >= 0.98, "Jaccard {j}");
+
+    let want = genes(&reference()["hvg_seurat_pbmc3k_500"]);
+    let d = fixture("pbmc3k_seurat");
+    let r = highly_variable_genes(
+        d.matrix(),
+        &HvgParams {
+            n_top_genes: 500,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let j = jaccard(&selected(&d, &r), &want);
+    eprintln!("seurat HVG pbmc3k: Jaccard {j:.4}");
+    assert!(j >= 0.98, "Jaccard {j}");
+}
+
+#[test]
+fn hvg_seurat_v3_matches_scanpy() {
+    for (name, n) in [("pbmc_10x_4k_top2000", 1000), ("baron_mouse", 2000)] {
+        let want = genes(&reference()[format!("hvg_seurat_v3_{name}_{n}")]);
+        let d = fixture(name);
+        let r = highly_variable_genes(
+            d.matrix(),
+            &HvgParams {
+                flavor: HvgFlavor::SeuratV3,
+                n_top_genes: n,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got = selected(&d, &r);
+        assert_eq!(got.len(), n);
+        let j = jaccard(&got, &want);
+        eprintln!("seurat_v3 HVG {name}: Jaccard {j:.4}");
+        assert!(j >= 0.98, "{name}: Jaccard {j}");
+    }
+    // Non-count input is refused.
+    let logs = fixture("pbmc3k_seurat");
+    let err = highly_variable_genes(
+        logs.matrix(),
+        &HvgParams {
+            flavor: HvgFlavor::SeuratV3,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("raw counts"), "{err}");
+}
+
+#[test]
+fn scale_and_pca_match_scanpy() {
+    let reference = reference();
+    let want_genes = genes(&reference["hvg_seurat_pbmc_10x_4k_1000"]);
+    let d = log_normalised_pbmc4k();
+    let cols: Vec<usize> = (0..d.n_genes())
+        .filter(|&j| want_genes.contains(&d.gene_ids()[j]))
+        .collect();
+    let d = d.select_genes(&cols).unwrap();
+    let scaler = Scaler::fit(d.matrix(), Some(10.0)).unwrap();
+    let x = scaler.transform(d.matrix()).unwrap();
+    let s = &reference["scale_pbmc_10x_4k_hvg"];
+    let sum_abs: f64 = x.values.iter().map(|v| v.abs() as f64).sum();
+    let want = s["sum_abs"].as_f64().unwrap();
+    assert!((sum_abs - want).abs() <= 1e-5 * want, "{sum_abs} vs {want}");
+    for (got, want) in x.values[..5]
+        .iter()
+        .zip(s["first_row_first5"].as_array().unwrap())
+    {
+        assert!((*got as f64 - want.as_f64().unwrap()).abs() <= 1e-5);
+    }
+    assert_eq!(
+        x.values.iter().copied().fold(f32::MIN, f32::max) as f64,
+        s["max"].as_f64().unwrap()
+    );
+
+    let pca = Pca::fit(
+        &x,
+        &PcaParams {
+            n_components: 50,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let want = reference["pca_pbmc_10x_4k_hvg"]["explained_variance_ratio"]
+        .as_array()
+        .unwrap();
+    for (i, (got, want)) in pca.explained_variance_ratio.iter().zip(want).enumerate() {
+        let want = want.as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-3, "PC{}: {got} vs {want}", i + 1);
+    }
+    // Same seed, same result.
+    assert_eq!(
+        pca,
+        Pca::fit(
+            &x,
+            &PcaParams {
+                n_components: 50,
+                ..Default::default()
+            }
+        )
+        .unwrap()
+    );
+}
+
+#[test]
+fn recorded_pipeline_replays_on_query_data() {
+    let d = fixture("pbmc_10x_4k_top2000");
+    let params = pipeline::PipelineParams {
+        normalize_total: Some(1e4),
+        log1p: true,
+        hvg: Some(HvgParams {
+            n_top_genes: 300,
+            ..Default::default()
+        }),
+        scale: Some(Some(10.0)),
+        pca: Some(PcaParams {
+            n_components: 10,
+            ..Default::default()
+        }),
+    };
+    let (pipe, out) = Pipeline::fit(&d, &params).unwrap();
+    let pipeline::Prepared::Dense {
+        values,
+        feature_names,
+        ..
+    } = out
+    else {
+        panic!("dense output expected")
+    };
+    assert_eq!((values.n_rows, values.n_cols), (1000, 10));
+    assert_eq!(feature_names[0], "PC1");
+    // The saved pipeline (JSON round trip) gives the same scores on the same cells, even with
+    // the query's genes in reverse order.
+    let pipe: Pipeline = serde_json::from_str(&serde_json::to_string(&pipe).unwrap()).unwrap();
+    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
+    let query = d.select_genes(&reversed).unwrap();
+    let pipeline::Prepared::Dense { values: replay, .. } = pipe.apply(&query, 0.5).unwrap() else {
+        panic!()
+    };
+    for (a, b) in values.values.iter().zip(&replay.values) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn qc_filters_count_what_they_remove() {
+    let d = fixture("pbmc_10x_4k_top2000");
+    let p = qc::QcParams {
+        min_genes: Some(150),
+        min_cells: Some(10),
+        ..Default::default()
+    };
+    let (out, report) = qc::apply_qc(&d, &p).unwrap();
+    let expected_cells = d.matrix().row_nnz().iter().filter(|&&n| n >= 150).count();
+    assert_eq!(report.cells_kept, expected_cells);
+    assert_eq!(report.removed_min_genes, d.n_cells() - expected_cells);
+    assert_eq!(out.n_cells(), expected_cells);
+    assert!(out.n_genes() <= d.n_genes());
+    // No mitochondrial genes among these 2000 variable genes: the filter says so.
+    let p = qc::QcParams {
+        max_mito_fraction: Some(0.05),
+        ..Default::default()
+    };
+    let err = qc::apply_qc(&d, &p).unwrap_err().to_string();
+    assert!(err.contains("no gene name starts with"), "{err}");
+}

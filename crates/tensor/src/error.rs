@@ -1,0 +1,50 @@
+//! Typed errors of cellident-tensor.
+
+use std::path::PathBuf;
+
+/// Errors raised by the shared tensor layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    /// An error inside candle (shape mismatch, device error, ...).
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A parameter value is outside its valid range.
+    #[error("invalid parameter `{name}`: {message}")]
+    InvalidParam { name: &'static str, message: String },
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged at epoch {epoch}, batch {batch}: loss is {loss} (lower the learning rate or check the input scaling)"
+    )]
+    Diverged {
+        epoch: usize,
+        batch: usize,
+        loss: f32,
+    },
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    /// Genes of the query data do not match the model's well enough.
+    #[error("{message}")]
+    GeneMismatch { message: String },
+    /// The requested device is not available in this build or on this machine.
+    #[error("device {0}")]
+    Device(String),
+    /// An error from cellident-io.
+    #[error(transparent)]
+    Io(#[from] cellident_io::IoError),
+}
+
+/// Result alias of cellident-tensor.
+pub type Result<T, E = TensorError> = std::result::Result<T, E>;
+
+/// Returns an [`TensorError::InvalidParam`] unless `ok`.
+pub fn ensure_param(ok: bool, name: &'static str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(TensorError::InvalidParam {
+            name,
+            message: message(),
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! cellident-tensor is the shared layer every model stands on.
+//!
+//! It owns: device selection ([`DeviceChoice`], CPU by default, `cuda`/`metal` features with
+//! the same API) and the thread count; the shared model traits ([`Classifier`],
+//! [`Clusterer`], [`Embedder`], [`DifferentiableClassifier`], [`CheckParams`]); training
+//! utilities (seeded shuffling and sparse-to-dense mini-batches, the [`Adam`] / AdamW /
+//! [`SgdMomentum`] optimizers, [`LrSchedule`]s, [`EarlyStopping`], [`Progress`] reporting,
+//! divergence detection); layers whose backward pass works ([`nn`]); and checkpoints
+//! (safetensors + JSON sidecar, gene alignment on load).
+//!
+//! It must not contain any model (models live in their own crates and depend on this one),
+//! and it touches the filesystem only to read and write checkpoints.
+
+pub mod batch;
+pub mod checkpoint;
+mod device;
+mod error;
+pub mod nn;
+pub mod optim;
+pub mod train;
+mod traits;
+
+pub use candle_core;
+pub use candle_nn;
+
+pub use checkpoint::{
+    Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, save_checkpoint,
+};
+pub use device::{DeviceChoice, set_threads, threads};
+pub use error::{Result, TensorError, ensure_param};
+pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
+pub use train::{
+    EarlyStopping, EpochRecord, LrSchedule, NoProgress, Progress, RecordProgress, StopDecision,
+    TrainEvent, TrainReport, check_loss,
+};
+pub use traits::{
+    CheckParams, Classifier, Clusterer, DenseMatrix, DifferentiableClassifier, Embedder,
+};

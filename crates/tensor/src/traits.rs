@@ -1,0 +1,125 @@
+//! The shared vocabulary: every cellident model implements these traits, so that xtask, the
+//! CLI and `explain` can train, apply and explain any of them the same way.
+
+use candle_core::Tensor;
+use cellident_io::CsrMatrix;
+
+use crate::error::Result;
+use crate::train::{NoProgress, Progress, TrainReport};
+
+/// Validated configuration, in the style of linfa: a user-facing `*Params` value is checked
+/// once and becomes a `*Config` that the model can trust.
+pub trait CheckParams {
+    /// The validated configuration.
+    type Checked;
+    /// Checks every field; the error names the parameter and the valid range.
+    fn check(&self) -> Result<Self::Checked>;
+}
+
+/// A dense row-major matrix of `f32`, `[n_rows, n_cols]` (probabilities, embeddings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseMatrix {
+    pub n_rows: usize,
+    pub n_cols: usize,
+    /// Row-major values, `n_rows * n_cols` of them.
+    pub values: Vec<f32>,
+}
+
+impl DenseMatrix {
+    /// Wraps values, checking the length.
+    pub fn new(n_rows: usize, n_cols: usize, values: Vec<f32>) -> Result<Self> {
+        crate::error::ensure_param(values.len() == n_rows * n_cols, "values", || {
+            format!("{} values for a {n_rows} x {n_cols} matrix", values.len())
+        })?;
+        Ok(DenseMatrix {
+            n_rows,
+            n_cols,
+            values,
+        })
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.n_cols..(i + 1) * self.n_cols]
+    }
+
+    /// Index of the largest value of each row (ties: the first).
+    pub fn argmax_rows(&self) -> Vec<u32> {
+        (0..self.n_rows)
+            .map(|i| {
+                let r = self.row(i);
+                let mut best = 0;
+                for (j, &v) in r.iter().enumerate() {
+                    if v > r[best] {
+                        best = j;
+                    }
+                }
+                best as u32
+            })
+            .collect()
+    }
+
+    /// Copies a 2-D tensor to the host.
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let (n_rows, n_cols) = t.dims2()?;
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        Ok(DenseMatrix {
+            n_rows,
+            n_cols,
+            values,
+        })
+    }
+}
+
+/// A supervised cell-type classifier (N-ACT, ACTINN, the metadata MLP, the CIC classifier).
+///
+/// Inputs are preprocessed `[cells, genes]` matrices; labels are class indices `< n_classes`.
+pub trait Classifier {
+    /// Trains on `x` with labels `y`, reporting progress.
+    fn fit(
+        &mut self,
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport>;
+
+    /// Class probabilities, `[cells, n_classes]`, rows summing to 1.
+    fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix>;
+
+    /// The most probable class of each cell.
+    fn predict(&self, x: &CsrMatrix) -> Result<Vec<u32>> {
+        Ok(self.predict_proba(x)?.argmax_rows())
+    }
+
+    /// Trains without progress reporting.
+    fn fit_quiet(&mut self, x: &CsrMatrix, y: &[u32], n_classes: usize) -> Result<TrainReport> {
+        self.fit(x, y, n_classes, &mut NoProgress)
+    }
+}
+
+/// An unsupervised clustering method (CICL, k-means, Leiden).
+pub trait Clusterer {
+    /// Assigns each cell of `x` to one of `n_clusters` clusters.
+    fn fit_predict(
+        &mut self,
+        x: &CsrMatrix,
+        n_clusters: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<u32>>;
+}
+
+/// A model that maps cells to a low-dimensional code (CIC codes, CICL embeddings, PCA).
+pub trait Embedder {
+    /// The code of each cell, `[cells, embedding_dim]`.
+    fn embed(&self, x: &CsrMatrix) -> Result<DenseMatrix>;
+    /// Size of the code.
+    fn embedding_dim(&self) -> usize;
+}
+
+/// A model whose class logits are a differentiable function of a dense input batch; what
+/// gradient-based attribution (integrated gradients, gradient x input) needs.
+pub trait DifferentiableClassifier {
+    /// Pre-softmax logits `[batch, n_classes]` of a dense input `[batch, genes]`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor>;
+}

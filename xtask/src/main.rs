@@ -1,0 +1,121 @@
+//! cellident's task runner (`cargo xtask <task>`), in the style of rust-analyzer's xtask.
+//!
+//! - `reproduce`: the benchmark of every method and baseline (default: the fixture suite).
+//! - `fixtures --from ../shared/datasets`: write the small real subsets under `fixtures/`.
+
+mod fixtures;
+mod reproduce;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "cellident's task runner")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the benchmark suite (every method and baseline on the datasets that suit it) and write
+    /// results.json and report.md.
+    Reproduce {
+        /// Folder of datasets in the ../shared/datasets layout.
+        #[arg(long, default_value = "fixtures")]
+        data_dir: PathBuf,
+        /// Suite file: dataset -> task -> label column.
+        #[arg(long, default_value = "reproduce/suite.toml")]
+        suite: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "out/reproduce")]
+        out: PathBuf,
+        /// Ad hoc run on one dataset folder (needs --task and --label).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Task of the ad hoc run, or only this task of the suite: annotate, cluster, embed, metadata.
+        #[arg(long)]
+        task: Option<String>,
+        /// Label column of the ad hoc run.
+        #[arg(long)]
+        label: Option<String>,
+        /// Comma-separated method ids (default: all): nact, actinn, logreg, rf, mlp, cic, pca, cicl, leiden, kmeans.
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Number of seeds (0..N) per method.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Compare with expected metrics and fail on a regression (e.g. fixtures/baseline.json).
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Write this run's metrics as a new baseline file (tolerance 0.02).
+        #[arg(long)]
+        write_baseline: Option<PathBuf>,
+    },
+    /// Write the small real subsets under fixtures/ from the shared datasets.
+    Fixtures {
+        /// Folder of datasets in the ../shared/datasets layout.
+        #[arg(long, default_value = "../shared/datasets")]
+        from: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "fixtures")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.task {
+        Task::Fixtures { from, out } => fixtures::run(&from, &out),
+        Task::Reproduce {
+            data_dir,
+            suite,
+            out,
+            dataset,
+            task,
+            label,
+            methods,
+            seeds,
+            check,
+            write_baseline,
+        } => {
+            let root = workspace_root();
+            let at_root = |p: PathBuf| {
+                if p.is_relative() && !p.exists() {
+                    root.join(p)
+                } else {
+                    p
+                }
+            };
+            reproduce::run(&reproduce::ReproduceOptions {
+                data_dir: at_root(data_dir),
+                suite: at_root(suite),
+                out,
+                dataset,
+                task,
+                label,
+                methods,
+                seeds,
+                check: check.map(at_root),
+                write_baseline,
+            })
+        }
+    }
+}
+
+/// The workspace root (xtask is run through `cargo xtask` from anywhere inside it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

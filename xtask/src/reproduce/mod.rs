@@ -1,0 +1,332 @@
+//! `cargo xtask reproduce`: the benchmark of every method and baseline on the datasets that
+//! suit it, with `results.json` (schema in docs/results-schema.md), `report.md`, and a
+//! regression check against committed expected metrics.
+
+mod check;
+mod methods;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use cellident_io::{
+    ExpressionDataset, ParquetWriteOptions, read_mtx_folder, read_parquet, write_parquet,
+};
+use serde::{Deserialize, Serialize};
+
+pub use check::compare;
+
+/// One task of one dataset in the suite file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct TaskSpec {
+    pub task: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DatasetSpec {
+    name: String,
+    tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Suite {
+    dataset: Vec<DatasetSpec>,
+}
+
+/// One measured run, as written to results.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub dataset: String,
+    pub task: String,
+    pub target: String,
+    pub method: String,
+    pub seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fold: Option<usize>,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub train_seconds: f64,
+    pub predict_seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub config: serde_json::Value,
+}
+
+/// The whole results file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Results {
+    pub records: Vec<Record>,
+    /// Method/task pairs of the suite that have no implementation yet (with the issue that adds them).
+    #[serde(default)]
+    pub pending: Vec<String>,
+}
+
+/// Options of a reproduction run.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    pub data_dir: PathBuf,
+    pub suite: PathBuf,
+    pub out: PathBuf,
+    /// Ad hoc run: one dataset folder, one task, one label column.
+    pub dataset: Option<PathBuf>,
+    pub task: Option<String>,
+    pub label: Option<String>,
+    /// Only these method ids (all implemented ones when empty).
+    pub methods: Vec<String>,
+    pub seeds: u64,
+    pub check: Option<PathBuf>,
+    /// Write this run's metrics as the expected values of a baseline file.
+    pub write_baseline: Option<PathBuf>,
+}
+
+struct Job {
+    name: String,
+    folder: PathBuf,
+    spec: TaskSpec,
+}
+
+fn jobs(o: &ReproduceOptions) -> Result<Vec<Job>> {
+    if let Some(path) = &o.dataset {
+        let (Some(task), Some(label)) = (&o.task, &o.label) else {
+            bail!("--dataset needs --task and --label");
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dataset".into());
+        return Ok(vec![Job {
+            name,
+            folder: path.clone(),
+            spec: TaskSpec {
+                task: task.clone(),
+                label: label.clone(),
+            },
+        }]);
+    }
+    let text = std::fs::read_to_string(&o.suite)
+        .with_context(|| format!("cannot read the suite file {}", o.suite.display()))?;
+    let suite: Suite = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid suite file", o.suite.display()))?;
+    let mut out = Vec::new();
+    for d in suite.dataset {
+        let folder = o.data_dir.join(&d.name);
+        if !folder.is_dir() {
+            continue;
+        }
+        for t in d.tasks {
+            if o.task.as_ref().is_none_or(|only| *only == t.task) {
+                out.push(Job {
+                    name: d.name.clone(),
+                    folder: folder.clone(),
+                    spec: t,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no dataset of {} is in {}",
+            o.suite.display(),
+            o.data_dir.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Loads a dataset folder through the canonical format: mtx folder -> Parquet -> memory.
+fn load(job: &Job, out: &Path) -> Result<ExpressionDataset> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let pq = dir.join(format!("{}.parquet", job.name));
+    if !pq.exists() {
+        let d = read_mtx_folder(&job.folder)
+            .with_context(|| format!("cannot read {}", job.folder.display()))?;
+        write_parquet(&pq, &d, &ParquetWriteOptions::default())?;
+    }
+    Ok(read_parquet(&pq)?)
+}
+
+pub fn run(o: &ReproduceOptions) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&o.out)
+        .with_context(|| format!("cannot create {}", o.out.display()))?;
+    let jobs = jobs(o)?;
+    let mut results = Results::default();
+    println!(
+        "{:<24} {:<9} {:<20} {:<8} {:>4}  metrics",
+        "dataset", "task", "target", "method", "seed"
+    );
+    let mut cache: Option<(String, ExpressionDataset)> = None;
+    for job in &jobs {
+        let data = match &cache {
+            Some((n, d)) if *n == job.name => d.clone(),
+            _ => {
+                let d = load(job, &o.out)?;
+                cache = Some((job.name.clone(), d.clone()));
+                d
+            }
+        };
+        for method in methods::for_task(&job.spec.task)? {
+            if !o.methods.is_empty() && !o.methods.iter().any(|m| m == method.id) {
+                continue;
+            }
+            let Some(runner) = method.run else {
+                let note = format!(
+                    "{} on {} ({}): {}",
+                    method.id, job.spec.task, job.name, method.pending
+                );
+                results.pending.push(note);
+                continue;
+            };
+            for seed in 0..o.seeds.max(1) {
+                reset_peak_rss();
+                let run = runner(&data, &job.spec, seed)
+                    .with_context(|| format!("{} / {} / {}", job.name, job.spec.task, method.id))?;
+                for (fold, r) in run.into_iter().enumerate() {
+                    let record = Record {
+                        dataset: job.name.clone(),
+                        task: job.spec.task.clone(),
+                        target: job.spec.label.clone(),
+                        method: method.id.to_string(),
+                        seed,
+                        fold: r.folds.then_some(fold),
+                        metrics: r.metrics,
+                        train_seconds: r.train_seconds,
+                        predict_seconds: r.predict_seconds,
+                        peak_rss_bytes: peak_rss_bytes(),
+                        config: r.config,
+                    };
+                    let shown: Vec<String> = record
+                        .metrics
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:.3}"))
+                        .collect();
+                    println!(
+                        "{:<24} {:<9} {:<20} {:<8} {:>4}  {}",
+                        record.dataset,
+                        record.task,
+                        record.target,
+                        record.method,
+                        seed,
+                        shown.join(" ")
+                    );
+                    results.records.push(record);
+                }
+            }
+        }
+    }
+    results.pending.sort();
+    results.pending.dedup();
+    let json = serde_json::to_vec_pretty(&results)?;
+    cellident_io::write_atomic(&o.out.join("results.json"), |w| w.write_all(&json))?;
+    let report = report_markdown(&results, started.elapsed().as_secs_f64());
+    cellident_io::write_atomic(&o.out.join("report.md"), |w| w.write_all(report.as_bytes()))?;
+    println!(
+        "\nwrote {} and {} ({:.1} s)",
+        o.out.join("results.json").display(),
+        o.out.join("report.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    if !results.pending.is_empty() {
+        println!(
+            "{} method/task pairs of the suite are not implemented yet (listed in report.md)",
+            results.pending.len()
+        );
+    }
+    if let Some(path) = &o.write_baseline {
+        let b = check::Baseline::from_results(&results, 0.02);
+        let json = serde_json::to_vec_pretty(&b)?;
+        cellident_io::write_atomic(path, |w| w.write_all(&json))?;
+        println!(
+            "wrote the expected metrics of {} records to {}",
+            b.records.len(),
+            path.display()
+        );
+    }
+    if let Some(baseline) = &o.check {
+        let text = std::fs::read_to_string(baseline)
+            .with_context(|| format!("cannot read {}", baseline.display()))?;
+        let expected: check::Baseline = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a baseline file", baseline.display()))?;
+        let outcome = compare(&expected, &results);
+        print!("{}", outcome.render());
+        if !outcome.passed() {
+            bail!("regression check against {} failed", baseline.display());
+        }
+        println!("regression check against {} passed", baseline.display());
+    }
+    Ok(())
+}
+
+fn report_markdown(r: &Results, seconds: f64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "# cellident reproduction report\n");
+    let _ = writeln!(
+        s,
+        "{} records in {seconds:.1} s. Metrics: ARI, NMI, AMI and Hungarian accuracy (`acc`) for clustering; accuracy and F1 for annotation.\n",
+        r.records.len()
+    );
+    let mut tasks: Vec<&str> = r.records.iter().map(|x| x.task.as_str()).collect();
+    tasks.sort();
+    tasks.dedup();
+    for task in tasks {
+        let recs: Vec<&Record> = r.records.iter().filter(|x| x.task == task).collect();
+        let mut keys: Vec<&String> = recs.iter().flat_map(|x| x.metrics.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let _ = writeln!(s, "## {task}\n");
+        let _ = write!(s, "| dataset | target | method | seed |");
+        for k in &keys {
+            let _ = write!(s, " {k} |");
+        }
+        let _ = writeln!(s, " train s | peak RSS MB |");
+        let _ = writeln!(s, "|{}", " --- |".repeat(6 + keys.len()));
+        for x in recs {
+            let _ = write!(
+                s,
+                "| {} | {} | {} | {} |",
+                x.dataset, x.target, x.method, x.seed
+            );
+            for k in &keys {
+                match x.metrics.get(*k) {
+                    Some(v) => {
+                        let _ = write!(s, " {v:.3} |");
+                    }
+                    None => s.push_str(" - |"),
+                }
+            }
+            let _ = writeln!(
+                s,
+                " {:.2} | {} |",
+                x.train_seconds,
+                x.peak_rss_bytes
+                    .map_or("-".into(), |b| (b >> 20).to_string())
+            );
+        }
+        s.push('\n');
+    }
+    if !r.pending.is_empty() {
+        let _ = writeln!(s, "## Not implemented yet\n");
+        for p in &r.pending {
+            let _ = writeln!(s, "- {p}");
+        }
+    }
+    s
+}
+
+/// Resets this process's peak-RSS counter (Linux `clear_refs` 5), so each method's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
