@@ -47,14 +47,11 @@ fn main() -> Result<()> {
                 let t3 = Instant::now();
                 let x = Scaler::fit(d.matrix(), Some(10.0))?.transform(d.matrix())?;
                 let t4 = Instant::now();
-                let pca = Pca::fit(
-                    &x,
-                    &PcaParams {
-                        n_components: 50,
-                        ..Default::default()
-                    },
-                )?;
-                let _scores = pca.transform(&x)?;
+                let pca_params = PcaParams {
+                    n_components: 50,
+                    ..Default::default()
+                };
+                let (_pca, _scores) = Pca::fit_transform(x, &pca_params)?;
                 let t5 = Instant::now();
                 for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t0, t5)]
                     .iter()

@@ -8,7 +8,7 @@ use crate::dataset::{ExpressionDataset, ObsJoin, join_obs, table_from_text};
 use crate::error::{IoError, Result};
 use crate::mtx::{MtxOrientation, read_matrix_market, write_matrix_market};
 use crate::table::Table;
-use crate::text::{find_file, open_maybe_gz, parent_dir, read_tsv_rows, write_atomic};
+use crate::text::{find_file, open_maybe_gz, read_tsv_rows, write_atomic, write_folder_atomic};
 
 /// An annotation CSV read from disk: the ids in its first column and the other columns.
 #[derive(Debug)]
@@ -229,47 +229,25 @@ pub(crate) fn first_fields(path: &Path) -> Result<Vec<String>> {
 /// under a temporary name beside `dir` and renamed into place when complete; an existing
 /// non-empty `dir` is an error.
 pub fn write_mtx_folder(dir: &Path, dataset: &ExpressionDataset, comment: &str) -> Result<()> {
-    if dir.exists() {
-        let empty = std::fs::read_dir(dir)
-            .map_err(|e| IoError::io(dir, e))?
-            .next()
-            .is_none();
-        if !empty {
-            return Err(IoError::format(
-                dir,
-                "already exists and is not empty; remove it or choose another output folder",
-            ));
-        }
-        std::fs::remove_dir(dir).map_err(|e| IoError::io(dir, e))?;
-    }
-    let parent = parent_dir(dir);
-    std::fs::create_dir_all(parent).map_err(|e| IoError::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".cellident-export-")
-        .tempdir_in(parent)
-        .map_err(|e| IoError::io(parent, e))?;
-    let t = tmp.path();
-    write_matrix_market(&t.join("matrix.mtx.gz"), dataset.matrix(), comment)?;
-    write_lines(&t.join("genes.tsv.gz"), dataset.gene_ids())?;
-    write_lines(&t.join("cells.tsv.gz"), dataset.cell_ids())?;
-    write_annotation_csv(
-        &t.join("obs.csv.gz"),
-        "cell",
-        dataset.cell_ids(),
-        dataset.obs(),
-    )?;
-    if !dataset.var().columns().is_empty() {
+    write_folder_atomic(dir, |t| {
+        write_matrix_market(&t.join("matrix.mtx.gz"), dataset.matrix(), comment)?;
+        write_lines(&t.join("genes.tsv.gz"), dataset.gene_ids())?;
+        write_lines(&t.join("cells.tsv.gz"), dataset.cell_ids())?;
         write_annotation_csv(
-            &t.join("var.csv.gz"),
-            "gene",
-            dataset.gene_ids(),
-            dataset.var(),
+            &t.join("obs.csv.gz"),
+            "cell",
+            dataset.cell_ids(),
+            dataset.obs(),
         )?;
-    }
-    let kept = tmp.keep();
-    std::fs::rename(&kept, dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&kept);
-        IoError::io(dir, e)
+        if !dataset.var().columns().is_empty() {
+            write_annotation_csv(
+                &t.join("var.csv.gz"),
+                "gene",
+                dataset.gene_ids(),
+                dataset.var(),
+            )?;
+        }
+        Ok(())
     })
 }
 

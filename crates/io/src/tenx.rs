@@ -182,35 +182,19 @@ pub fn write_10x_folder(
     if ids.len() != dataset.n_genes() {
         return Err(IoError::invalid("feature ids", "one id per gene is needed"));
     }
-    if dir.exists() {
-        return Err(IoError::format(
-            dir,
-            "already exists; remove it or choose another output folder",
-        ));
-    }
-    let parent = crate::text::parent_dir(dir);
-    std::fs::create_dir_all(parent).map_err(|e| IoError::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".cellident-10x-")
-        .tempdir_in(parent)
-        .map_err(|e| IoError::io(parent, e))?;
-    let t = tmp.path();
-    write_matrix_market(
-        &t.join("matrix.mtx.gz"),
-        &dataset.matrix().transpose(),
-        comment,
-    )?;
     let features: Vec<String> = ids
         .iter()
         .zip(dataset.gene_ids())
         .map(|(id, name)| format!("{id}\t{name}\tGene Expression"))
         .collect();
-    write_lines(&t.join("features.tsv.gz"), &features)?;
-    write_lines(&t.join("barcodes.tsv.gz"), dataset.cell_ids())?;
-    let kept = tmp.keep();
-    std::fs::rename(&kept, dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&kept);
-        IoError::io(dir, e)
+    crate::text::write_folder_atomic(dir, |t| {
+        write_matrix_market(
+            &t.join("matrix.mtx.gz"),
+            &dataset.matrix().transpose(),
+            comment,
+        )?;
+        write_lines(&t.join("features.tsv.gz"), &features)?;
+        write_lines(&t.join("barcodes.tsv.gz"), dataset.cell_ids())
     })
 }
 

@@ -156,3 +156,41 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
 pub(crate) fn find_file(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
+
+/// Builds a folder atomically: `fill` writes into a temporary folder beside `dir`, which is
+/// renamed to `dir` only when `fill` succeeded. `dir` must not exist or be empty.
+pub(crate) fn write_folder_atomic(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| IoError::io(dir, e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(IoError::format(
+                dir,
+                "already exists and is not empty; remove it or choose another output folder",
+            ));
+        }
+        std::fs::remove_dir(dir).map_err(|e| IoError::io(dir, e))?;
+    }
+    let parent = parent_dir(dir);
+    std::fs::create_dir_all(parent).map_err(|e| IoError::io(parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".cellident-folder-")
+        .tempdir_in(parent)
+        .map_err(|e| IoError::io(parent, e))?;
+    fill(tmp.path())?;
+    let kept = tmp.keep();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755));
+    }
+    std::fs::rename(&kept, dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&kept);
+        IoError::io(dir, e)
+    })
+}

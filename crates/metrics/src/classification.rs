@@ -19,7 +19,14 @@ pub struct ClassReport {
 }
 
 /// Per-class true positives, predicted counts and true counts over the label union.
-fn counts(truth: &[u32], pred: &[u32]) -> Result<(Vec<u32>, Vec<u64>, Vec<u64>, Vec<u64>)> {
+struct LabelCounts {
+    labels: Vec<u32>,
+    tp: Vec<u64>,
+    predicted: Vec<u64>,
+    actual: Vec<u64>,
+}
+
+fn counts(truth: &[u32], pred: &[u32]) -> Result<LabelCounts> {
     check_pair(truth, pred)?;
     let mut labels: Vec<u32> = truth.iter().chain(pred).copied().collect();
     labels.sort_unstable();
@@ -35,12 +42,22 @@ fn counts(truth: &[u32], pred: &[u32]) -> Result<(Vec<u32>, Vec<u64>, Vec<u64>, 
             tp[ti] += 1;
         }
     }
-    Ok((labels, tp, predicted, actual))
+    Ok(LabelCounts {
+        labels,
+        tp,
+        predicted,
+        actual,
+    })
 }
 
 /// Per-class precision, recall, F1 and support (`precision_recall_fscore_support`).
 pub fn classification_report(truth: &[u32], pred: &[u32]) -> Result<ClassReport> {
-    let (labels, tp, predicted, actual) = counts(truth, pred)?;
+    let LabelCounts {
+        labels,
+        tp,
+        predicted,
+        actual,
+    } = counts(truth, pred)?;
     let div = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
     let precision = tp
         .iter()
@@ -81,7 +98,7 @@ pub fn accuracy(truth: &[u32], pred: &[u32]) -> Result<f64> {
 
 /// Mean recall over the classes present in `truth` (`balanced_accuracy_score`).
 pub fn balanced_accuracy(truth: &[u32], pred: &[u32]) -> Result<f64> {
-    let (_, tp, _, actual) = counts(truth, pred)?;
+    let LabelCounts { tp, actual, .. } = counts(truth, pred)?;
     let recalls: Vec<f64> = tp
         .iter()
         .zip(&actual)

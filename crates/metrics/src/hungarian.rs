@@ -69,8 +69,7 @@ pub fn max_weight_assignment(weights: &[f64], rows: usize, cols: usize) -> Vec<O
         }
     }
     let mut assignment = vec![None; rows];
-    for j in 1..=n {
-        let i = p[j];
+    for (j, &i) in p.iter().enumerate().skip(1) {
         if i >= 1 && i <= rows && j <= cols {
             assignment[i - 1] = Some(j - 1);
         }

@@ -60,8 +60,11 @@ pub fn log1p(d: &mut ExpressionDataset, force: bool) -> Result<()> {
             "log1p needs values > -1, found {v}"
         )));
     }
-    for v in d.values_mut() {
-        *v = v.ln_1p();
-    }
+    use rayon::prelude::*;
+    d.values_mut().par_chunks_mut(1 << 16).for_each(|chunk| {
+        for v in chunk {
+            *v = v.ln_1p();
+        }
+    });
     Ok(())
 }

@@ -58,6 +58,14 @@ fn tensor(m: &DenseMatrix, device: &Device) -> Result<Tensor> {
 impl Pca {
     /// Fits on a dense `[cells, genes]` matrix (e.g. the output of [`crate::Scaler`]).
     pub fn fit(x: &DenseMatrix, params: &PcaParams) -> Result<Pca> {
+        Ok(Self::fit_transform(x.clone(), params)?.0)
+    }
+
+    /// Fits and returns the scores of the training data, `[cells, n_components]`: the exact
+    /// projection `(x - mean) V^T` (as [`Pca::transform`] gives). Takes the matrix by value and
+    /// centres it in place: on this class of machine, first-touching a fresh 800 MB buffer costs
+    /// more than the whole subspace iteration.
+    pub fn fit_transform(x: DenseMatrix, params: &PcaParams) -> Result<(Pca, DenseMatrix)> {
         let (n, g) = (x.n_rows, x.n_cols);
         ensure(params.n_components >= 1, "n_components", || {
             "must be at least 1".into()
@@ -74,7 +82,7 @@ impl Pca {
         let device = Device::Cpu;
         let k = params.n_components;
         let l = (k + params.oversamples).min(n.min(g));
-        // Centre.
+        // Centre in place and take the total sum of squares on the way.
         let mut mean = vec![0f64; g];
         for row in x.values.chunks_exact(g) {
             for (m, &v) in mean.iter_mut().zip(row) {
@@ -83,25 +91,34 @@ impl Pca {
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-        let xc =
-            tensor(x, &device)?.broadcast_sub(&Tensor::from_slice(&mean32, (1, g), &device)?)?;
-        let total_ss: f64 = xc
-            .sqr()?
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        let xct = xc.t()?.contiguous()?;
+        let mut centred = x.values;
+        let mut total_ss = 0f64;
+        for row in centred.chunks_exact_mut(g) {
+            let mut row_ss = 0f64;
+            for (v, &m) in row.iter_mut().zip(&mean32) {
+                *v -= m;
+                row_ss += (*v as f64) * (*v as f64);
+            }
+            total_ss += row_ss;
+        }
+        let xc = Tensor::from_vec(centred, (n, g), &device)?;
+        // A transposed view: gemm reads it through strides (slower than a plain layout, but a
+        // transposed copy costs more in page faults than it saves).
+        let xct = xc.t()?;
         // Random start, seeded.
         let mut rng = cellident_tensor::batch::rng_for(params.seed, 0xC0FFEE);
         let omega: Vec<f32> = (0..g * l)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         let omega = Tensor::from_vec(omega, (g, l), &device)?;
-        let mut q = orthonormalize(&xc.matmul(&omega)?)?;
+        // Subspace iteration. Inside the loop one Cholesky-QR pass keeps the columns independent;
+        // the final basis gets the second pass (CholeskyQR2) for full orthogonality.
+        let mut q = orthonormalize(&xc.matmul(&omega)?, 1)?;
         for _ in 0..params.power_iterations {
-            let z = orthonormalize(&xct.matmul(&q)?)?;
-            q = orthonormalize(&xc.matmul(&z)?)?;
+            let z = orthonormalize(&xct.matmul(&q)?, 1)?;
+            q = orthonormalize(&xc.matmul(&z)?, 1)?;
         }
+        let q = orthonormalize(&q, 2)?;
         // B = Q^T Xc  [l, g];  B B^T = U S^2 U^T;  V^T = S^-1 U^T B.
         let b = q.t()?.matmul(&xc)?.to_dtype(DType::F64)?;
         let bbt = b.matmul(&b.t()?)?.to_vec2::<f64>()?;
@@ -111,6 +128,7 @@ impl Pca {
         let b_rows = b.to_vec2::<f64>()?;
         let mut components = vec![0f32; k * g];
         let mut explained_variance = Vec::with_capacity(k);
+
         for (ci, &e) in order.iter().take(k).enumerate() {
             let s2 = eigenvalues[e].max(0.0);
             let s = s2.sqrt();
@@ -133,16 +151,18 @@ impl Pca {
             }
             explained_variance.push(s2 / (n - 1) as f64);
         }
+        let scores = xc.matmul(&Tensor::from_slice(&components, (k, g), &device)?.t()?)?;
         let total_var = total_ss / (n - 1) as f64;
         let explained_variance_ratio = explained_variance.iter().map(|v| v / total_var).collect();
-        Ok(Pca {
+        let pca = Pca {
             mean: mean32,
             components,
             n_components: k,
             n_genes: g,
             explained_variance,
             explained_variance_ratio,
-        })
+        };
+        Ok((pca, DenseMatrix::from_tensor(&scores)?))
     }
 
     /// Projects `[cells, genes]` data (same genes as the fit) onto the components:
@@ -166,10 +186,11 @@ impl Pca {
     }
 }
 
-/// Orthonormal basis of the columns of `y` (`[n, l]`, f32) by CholeskyQR2 in f64.
-fn orthonormalize(y: &Tensor) -> Result<Tensor> {
+/// Orthonormal basis of the columns of `y` (`[n, l]`, f32) by `passes` rounds of Cholesky QR
+/// in f64 (two rounds = CholeskyQR2).
+fn orthonormalize(y: &Tensor, passes: usize) -> Result<Tensor> {
     let mut q = y.to_dtype(DType::F64)?;
-    for _ in 0..2 {
+    for _ in 0..passes {
         let gram = q.t()?.matmul(&q)?.to_vec2::<f64>()?;
         let r_inv = cholesky_upper_inverse(gram)?;
         let l = r_inv.len();

@@ -105,8 +105,8 @@ impl Pipeline {
             ),
         };
         if let Some(pp) = &p.pca {
-            let pca = Pca::fit(&values, pp)?;
-            values = pca.transform(&values)?;
+            let (pca, scores) = Pca::fit_transform(values, pp)?;
+            values = scores;
             names = (1..=pca.n_components).map(|i| format!("PC{i}")).collect();
             pipeline.steps.push(Step::Pca(pca));
         }

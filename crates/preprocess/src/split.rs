@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PreprocessError, Result, ensure};
 
+/// One cross-validation fold: `(train, test)` row indices.
+pub type Fold = (Vec<usize>, Vec<usize>);
+
+/// One leave-one-group-out fold: `(held-out group, train, test)`.
+pub type GroupFold = (u32, Vec<usize>, Vec<usize>);
+
 /// Maps text labels to class indices `0..k` in sorted order of the label text (the stable
 /// class order of scikit-learn's `LabelEncoder`). Missing labels are not classes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,11 +93,7 @@ pub fn stratified_split(
 
 /// Stratified k-fold: each class is shuffled (seeded) and dealt round-robin to the folds, so
 /// fold sizes per class differ by at most one. Returns `k` `(train, test)` pairs.
-pub fn stratified_kfold(
-    labels: &[u32],
-    k: usize,
-    seed: u64,
-) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+pub fn stratified_kfold(labels: &[u32], k: usize, seed: u64) -> Result<Vec<Fold>> {
     ensure(k >= 2, "k", || format!("needs at least 2 folds, got {k}"))?;
     ensure(labels.len() >= k, "k", || {
         format!("{k} folds for {} samples", labels.len())
@@ -110,7 +112,7 @@ pub fn stratified_kfold(
     Ok(folds_from_assignment(&fold_of, k))
 }
 
-fn folds_from_assignment(fold_of: &[usize], k: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
+fn folds_from_assignment(fold_of: &[usize], k: usize) -> Vec<Fold> {
     (0..k)
         .map(|f| {
             let test: Vec<usize> = (0..fold_of.len()).filter(|&i| fold_of[i] == f).collect();
@@ -122,7 +124,7 @@ fn folds_from_assignment(fold_of: &[usize], k: usize) -> Vec<(Vec<usize>, Vec<us
 
 /// Group k-fold: whole groups go to one fold (groups assigned largest first to the currently
 /// smallest fold, as scikit-learn's `GroupKFold`). Needs at least `k` groups.
-pub fn group_kfold(groups: &[u32], k: usize) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+pub fn group_kfold(groups: &[u32], k: usize) -> Result<Vec<Fold>> {
     ensure(k >= 2, "k", || format!("needs at least 2 folds, got {k}"))?;
     let members = by_class(groups);
     if members.len() < k {
@@ -146,7 +148,7 @@ pub fn group_kfold(groups: &[u32], k: usize) -> Result<Vec<(Vec<usize>, Vec<usiz
 
 /// Leave-one-group-out: one fold per group (in group order), that group as the test set —
 /// the "completely new data set" evaluation.
-pub fn leave_one_group_out(groups: &[u32]) -> Result<Vec<(u32, Vec<usize>, Vec<usize>)>> {
+pub fn leave_one_group_out(groups: &[u32]) -> Result<Vec<GroupFold>> {
     let members = by_class(groups);
     if members.len() < 2 {
         return Err(PreprocessError::Data(
@@ -181,7 +183,7 @@ mod tests {
     fn kfold_partitions_every_sample_once() {
         let labels: Vec<u32> = (0..23).map(|i| (i % 3) as u32).collect();
         let folds = stratified_kfold(&labels, 5, 1).unwrap();
-        let mut seen = vec![0; 23];
+        let mut seen = [0; 23];
         for (train, test) in &folds {
             assert_eq!(train.len() + test.len(), 23);
             for &t in test {

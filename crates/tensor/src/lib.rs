@@ -15,8 +15,10 @@ pub mod batch;
 pub mod checkpoint;
 mod device;
 mod error;
+pub mod fit;
 pub mod nn;
 pub mod optim;
+pub mod params;
 pub mod train;
 mod traits;
 
@@ -28,6 +30,7 @@ pub use checkpoint::{
 };
 pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_param};
+pub use fit::{FitParams, LogitNetwork, fit_classifier, predict_proba};
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
     EarlyStopping, EpochRecord, LrSchedule, NoProgress, Progress, RecordProgress, StopDecision,

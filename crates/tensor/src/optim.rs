@@ -78,6 +78,23 @@ fn host_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
+/// Reads `var` and its gradient to host memory, lets `update(weights, grads)` change the
+/// weights in one fused loop, and writes them back. Variables without a gradient are skipped.
+fn update_in_place(
+    var: &Var,
+    grads: &GradStore,
+    update: impl FnOnce(&mut [f32], &[f32]),
+) -> candle_core::Result<()> {
+    let Some(grad) = grads.get(var.as_tensor()) else {
+        return Ok(());
+    };
+    let g = host_values(grad)?;
+    let mut w = host_values(var.as_tensor())?;
+    update(&mut w, &g);
+    let t = var.as_tensor();
+    var.set(&Tensor::from_vec(w, t.shape(), t.device())?.to_dtype(t.dtype())?)
+}
+
 impl Optimizer for Adam {
     type Config = AdamParams;
 
@@ -112,29 +129,24 @@ impl Optimizer for Adam {
         let bc2_sqrt = bc2.sqrt() as f32;
         let (eps, wd, lr) = (p.eps as f32, p.weight_decay as f32, p.lr as f32);
         for slot in &mut self.slots {
-            let Some(grad) = grads.get(slot.var.as_tensor()) else {
-                continue;
-            };
-            let g = host_values(grad)?;
-            let mut w = host_values(slot.var.as_tensor())?;
-            for i in 0..w.len() {
-                let mut gi = g[i];
-                if wd != 0.0 {
-                    if p.decoupled {
-                        w[i] -= lr * wd * w[i];
-                    } else {
-                        gi += wd * w[i];
+            let Slot { var, m: ms, v: vs } = slot;
+            update_in_place(var, grads, |w, g| {
+                for i in 0..w.len() {
+                    let mut gi = g[i];
+                    if wd != 0.0 {
+                        if p.decoupled {
+                            w[i] -= lr * wd * w[i];
+                        } else {
+                            gi += wd * w[i];
+                        }
                     }
+                    let m = b1 * ms[i] + (1.0 - b1) * gi;
+                    let v = b2 * vs[i] + (1.0 - b2) * gi * gi;
+                    ms[i] = m;
+                    vs[i] = v;
+                    w[i] -= step_size * m / (v.sqrt() / bc2_sqrt + eps);
                 }
-                let m = b1 * slot.m[i] + (1.0 - b1) * gi;
-                let v = b2 * slot.v[i] + (1.0 - b2) * gi * gi;
-                slot.m[i] = m;
-                slot.v[i] = v;
-                w[i] -= step_size * m / (v.sqrt() / bc2_sqrt + eps);
-            }
-            let t = slot.var.as_tensor();
-            slot.var
-                .set(&Tensor::from_vec(w, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+            })?;
         }
         Ok(())
     }
@@ -202,26 +214,21 @@ impl Optimizer for SgdMomentum {
         let first = !self.started;
         self.started = true;
         for (var, buf) in &mut self.slots {
-            let Some(grad) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let g = host_values(grad)?;
-            let mut w = host_values(var.as_tensor())?;
-            for i in 0..w.len() {
-                let gi = g[i] + wd * w[i];
-                // torch initialises the buffer with the first gradient.
-                buf[i] = if first { gi } else { mu * buf[i] + gi };
-                let d = if p.nesterov {
-                    gi + mu * buf[i]
-                } else if mu != 0.0 {
-                    buf[i]
-                } else {
-                    gi
-                };
-                w[i] -= lr * d;
-            }
-            let t = var.as_tensor();
-            var.set(&Tensor::from_vec(w, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+            update_in_place(var, grads, |w, g| {
+                for i in 0..w.len() {
+                    let gi = g[i] + wd * w[i];
+                    // torch initialises the buffer with the first gradient.
+                    buf[i] = if first { gi } else { mu * buf[i] + gi };
+                    let d = if p.nesterov {
+                        gi + mu * buf[i]
+                    } else if mu != 0.0 {
+                        buf[i]
+                    } else {
+                        gi
+                    };
+                    w[i] -= lr * d;
+                }
+            })?;
         }
         Ok(())
     }

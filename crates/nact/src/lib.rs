@@ -1,0 +1,412 @@
+//! cellident-nact owns N-ACT (Heydari et al. 2022: supervised cell-type identification with
+//! neural attention over genes, whose weights name each type's salient genes) and ACTINN
+//! (the MLP baseline N-ACT is compared with), both behind the shared `Classifier` trait.
+//!
+//! Inputs are preprocessed `[cells, genes]` matrices (the reference recipe: normalize_total 1e4,
+//! log1p, top 5000 HVGs — done by cellident-preprocess, recorded in the checkpoint). This crate
+//! does no file I/O except through `cellident_tensor::checkpoint`, and depends on no other model.
+
+pub mod layers;
+pub mod network;
+pub mod salient;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use cellident_io::CsrMatrix;
+use cellident_tensor::batch::dense_rows;
+use cellident_tensor::{
+    AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams, LogitNetwork,
+    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_param, fit_classifier,
+    predict_proba,
+};
+use serde::{Deserialize, Serialize};
+
+pub use network::{ActinnNetwork, NactNetwork, NactVariant};
+pub use salient::{
+    GeneScore, attention_sums, rank_by_attention, rank_by_attention_tfidf, rank_global,
+};
+
+/// N-ACT hyper-parameters (defaults: the reference run of methods.md §1.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NactParams {
+    pub variant: NactVariant,
+    /// Hidden width of the pointwise feed-forward block.
+    pub ffn_hidden: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The reference's x0.95 decay after epochs 25, 30, 35, 40, 45.
+    pub lr_decay: bool,
+    /// Stratified validation hold-out for early stopping (0 = off, as the reference).
+    pub validation_fraction: f64,
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for NactParams {
+    fn default() -> Self {
+        NactParams {
+            variant: NactVariant::Projection,
+            ffn_hidden: 128,
+            epochs: 50,
+            batch_size: 512,
+            lr: 1e-4,
+            lr_decay: true,
+            validation_fraction: 0.0,
+            patience: 5,
+            seed: 12345,
+        }
+    }
+}
+
+/// Validated N-ACT parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NactConfig(NactParams);
+
+impl NactConfig {
+    pub fn params(&self) -> &NactParams {
+        &self.0
+    }
+
+    fn fit_params(&self) -> FitParams {
+        let p = &self.0;
+        FitParams {
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            optimizer: AdamParams {
+                lr: p.lr,
+                ..AdamParams::default()
+            },
+            schedule: if p.lr_decay {
+                LrSchedule::nact_default()
+            } else {
+                LrSchedule::Constant
+            },
+            validation_fraction: p.validation_fraction,
+            patience: p.patience,
+            seed: p.seed,
+        }
+    }
+}
+
+impl CheckParams for NactParams {
+    type Checked = NactConfig;
+    fn check(&self) -> Result<NactConfig> {
+        ensure_param(self.ffn_hidden > 0, "ffn_hidden", || {
+            "must be at least 1".into()
+        })?;
+        ensure_param(self.lr > 0.0, "lr", || {
+            format!("must be > 0, got {}", self.lr)
+        })?;
+        let c = NactConfig(self.clone());
+        c.fit_params().check()?;
+        Ok(c)
+    }
+}
+
+/// A trainable N-ACT model.
+pub struct Nact {
+    config: NactConfig,
+    device: Device,
+    vars: VarMap,
+    net: Option<NactNetwork>,
+    n_genes: usize,
+    n_classes: usize,
+}
+
+struct Trainer<'a> {
+    net: &'a NactNetwork,
+    vars: Vec<Var>,
+}
+
+impl LogitNetwork for Trainer<'_> {
+    fn logits(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(self.net.forward(x)?.0)
+    }
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+}
+
+impl std::fmt::Debug for Nact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nact")
+            .field("config", &self.config)
+            .field("n_genes", &self.n_genes)
+            .field("n_classes", &self.n_classes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Actinn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actinn")
+            .field("params", &self.params)
+            .field("n_genes", &self.n_genes)
+            .finish()
+    }
+}
+
+impl Nact {
+    /// An untrained model.
+    pub fn new(config: NactConfig, device: Device) -> Self {
+        Nact {
+            config,
+            device,
+            vars: VarMap::new(),
+            net: None,
+            n_genes: 0,
+            n_classes: 0,
+        }
+    }
+
+    fn build(&mut self, genes: usize, classes: usize) -> Result<()> {
+        let p = self.config.params();
+        ensure_param(
+            p.variant != NactVariant::Projection || genes > 0,
+            "genes",
+            || "no input genes".into(),
+        )?;
+        self.vars = VarMap::new();
+        let params = layers::SeededParams::new(&self.vars, p.seed, &self.device);
+        self.net = Some(NactNetwork::new(
+            genes,
+            classes,
+            p.variant,
+            p.ffn_hidden,
+            &params,
+        )?);
+        self.n_genes = genes;
+        self.n_classes = classes;
+        Ok(())
+    }
+
+    fn net(&self) -> Result<&NactNetwork> {
+        self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
+            name: "model",
+            message: "N-ACT is not trained".into(),
+        })
+    }
+
+    /// Attention weights `[cells, genes]` of `x`; each row sums to 1.
+    pub fn attention_weights(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
+        let net = self.net()?;
+        let rows: Vec<usize> = (0..x.n_rows()).collect();
+        let mut values = Vec::with_capacity(x.n_rows() * x.n_cols());
+        for chunk in rows.chunks(2048) {
+            let a = net
+                .attention
+                .weights(&dense_rows(x, chunk, &self.device)?)?;
+            values.extend(a.flatten_all()?.to_vec1::<f32>()?);
+        }
+        DenseMatrix::new(x.n_rows(), x.n_cols(), values)
+    }
+
+    /// Saves weights and sidecar (genes in input order, class names in output order, the
+    /// preprocessing to replay).
+    pub fn save(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> Result<()> {
+        let mut meta = CheckpointMeta::new("nact", &self.config, genes, labels)?;
+        meta.preprocessing = preprocessing;
+        cellident_tensor::save_checkpoint(path, &self.vars, &meta)
+    }
+
+    /// Loads a model saved by [`Nact::save`].
+    pub fn load(path: &Path, device: &Device) -> Result<(Nact, CheckpointMeta)> {
+        let ck = cellident_tensor::load_checkpoint(path, device)?;
+        if ck.meta.model_kind != "nact" {
+            return Err(TensorError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("holds a '{}' model, not nact", ck.meta.model_kind),
+            });
+        }
+        let config: NactConfig = serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
+            TensorError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("bad N-ACT config: {e}"),
+            }
+        })?;
+        let mut model = Nact::new(config, device.clone());
+        model.build(ck.meta.genes.len(), ck.meta.labels.len())?;
+        model
+            .vars
+            .load(cellident_tensor::checkpoint_paths(path).0)?;
+        Ok((model, ck.meta))
+    }
+}
+
+impl Classifier for Nact {
+    fn fit(
+        &mut self,
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        ensure_param(
+            y.iter().all(|&c| (c as usize) < n_classes),
+            "labels",
+            || format!("labels must be < {n_classes}"),
+        )?;
+        self.build(x.n_cols(), n_classes)?;
+        let trainer = Trainer {
+            net: self.net()?,
+            vars: self.vars.all_vars(),
+        };
+        fit_classifier(
+            "N-ACT",
+            &trainer,
+            x,
+            y,
+            &self.config.fit_params(),
+            &self.device,
+            progress,
+        )
+    }
+
+    fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
+        ensure_param(x.n_cols() == self.n_genes, "genes", || {
+            format!(
+                "model has {} input genes, data {}",
+                self.n_genes,
+                x.n_cols()
+            )
+        })?;
+        let trainer = Trainer {
+            net: self.net()?,
+            vars: Vec::new(),
+        };
+        predict_proba(&trainer, x, &self.device, 2048)
+    }
+}
+
+/// ACTINN hyper-parameters (defaults: ACTINN-PyTorch as the N-ACT paper runs it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActinnParams {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl Default for ActinnParams {
+    fn default() -> Self {
+        ActinnParams {
+            epochs: 50,
+            batch_size: 128,
+            lr: 1e-4,
+            seed: 12345,
+        }
+    }
+}
+
+/// A trainable ACTINN model.
+pub struct Actinn {
+    params: ActinnParams,
+    device: Device,
+    vars: VarMap,
+    net: Option<ActinnNetwork>,
+    n_genes: usize,
+}
+
+struct ActinnTrainer<'a> {
+    net: &'a ActinnNetwork,
+    vars: Vec<Var>,
+}
+
+impl LogitNetwork for ActinnTrainer<'_> {
+    fn logits(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.net.forward(x)
+    }
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+}
+
+impl Actinn {
+    pub fn new(params: ActinnParams, device: Device) -> Result<Self> {
+        ensure_param(params.lr > 0.0, "lr", || {
+            format!("must be > 0, got {}", params.lr)
+        })?;
+        Ok(Actinn {
+            params,
+            device,
+            vars: VarMap::new(),
+            net: None,
+            n_genes: 0,
+        })
+    }
+}
+
+impl Classifier for Actinn {
+    fn fit(
+        &mut self,
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        self.vars = VarMap::new();
+        let params = layers::SeededParams::new(&self.vars, self.params.seed, &self.device);
+        self.net = Some(ActinnNetwork::new(x.n_cols(), n_classes, &params)?);
+        self.n_genes = x.n_cols();
+        let p = FitParams {
+            epochs: self.params.epochs,
+            batch_size: self.params.batch_size,
+            optimizer: AdamParams {
+                lr: self.params.lr,
+                ..AdamParams::default()
+            },
+            schedule: LrSchedule::Constant,
+            validation_fraction: 0.0,
+            patience: 1,
+            seed: self.params.seed,
+        };
+        let net = self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
+            name: "model",
+            message: "not built".into(),
+        })?;
+        fit_classifier(
+            "ACTINN",
+            &ActinnTrainer {
+                net,
+                vars: self.vars.all_vars(),
+            },
+            x,
+            y,
+            &p,
+            &self.device,
+            progress,
+        )
+    }
+
+    fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
+        ensure_param(x.n_cols() == self.n_genes, "genes", || {
+            format!(
+                "model has {} input genes, data {}",
+                self.n_genes,
+                x.n_cols()
+            )
+        })?;
+        let net = self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
+            name: "model",
+            message: "ACTINN is not trained".into(),
+        })?;
+        predict_proba(
+            &ActinnTrainer {
+                net,
+                vars: Vec::new(),
+            },
+            x,
+            &self.device,
+            4096,
+        )
+    }
+}

@@ -1,0 +1,195 @@
+//! The N-ACT networks (methods.md §1.2) and ACTINN.
+
+use candle_core::{D, Tensor};
+use candle_nn::Linear;
+use cellident_tensor::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{LayerNorm, SeededParams, apply, torch_linear, xavier_linear};
+
+/// Which N-ACT architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NactVariant {
+    /// The released default: two projection blocks (dense G->G + residual + LayerNorm), a shared
+    /// pointwise feed-forward block (G->128->G + residual + LayerNorm), a LeakyReLU task head.
+    #[default]
+    Projection,
+    /// Additive (feed-forward) attention followed by a Tanh MLP G->1024->512->256->128->64->C.
+    Additive,
+}
+
+/// The gene-attention module shared by both variants: `alpha = softmax(W_a x + b)` over genes
+/// and `gamma = alpha * x`.
+#[derive(Debug, Clone)]
+pub struct GeneAttention {
+    w: Linear,
+}
+
+impl GeneAttention {
+    pub fn new(genes: usize, vb: &SeededParams) -> Result<Self> {
+        Ok(GeneAttention {
+            w: xavier_linear(genes, genes, vb)?,
+        })
+    }
+
+    /// Attention weights `[batch, genes]`, each row summing to 1.
+    pub fn weights(&self, x: &Tensor) -> Result<Tensor> {
+        cellident_tensor::nn::softmax(&apply(&self.w, x)?)
+    }
+}
+
+/// One projection block: `LayerNorm(W z + b + z)`.
+#[derive(Debug, Clone)]
+struct Projection {
+    w: Linear,
+    norm: LayerNorm,
+}
+
+impl Projection {
+    fn new(genes: usize, vb: &SeededParams) -> Result<Self> {
+        Ok(Projection {
+            w: xavier_linear(genes, genes, &vb.pp("linear"))?,
+            norm: LayerNorm::new(genes, &vb.pp("norm"))?,
+        })
+    }
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        self.norm.forward(&(apply(&self.w, z)? + z)?)
+    }
+}
+
+/// The pointwise feed-forward block: `LayerNorm(u + W2 ReLU(W1 u + b1) + b2)`.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    w1: Linear,
+    w2: Linear,
+    norm: LayerNorm,
+}
+
+impl FeedForward {
+    fn new(genes: usize, hidden: usize, vb: &SeededParams) -> Result<Self> {
+        Ok(FeedForward {
+            w1: xavier_linear(genes, hidden, &vb.pp("linear1"))?,
+            w2: xavier_linear(hidden, genes, &vb.pp("linear2"))?,
+            norm: LayerNorm::new(genes, &vb.pp("norm"))?,
+        })
+    }
+    fn forward(&self, u: &Tensor) -> Result<Tensor> {
+        let h = apply(&self.w2, &apply(&self.w1, u)?.relu()?)?;
+        self.norm.forward(&(u + h)?)
+    }
+}
+
+/// An N-ACT network for `genes` inputs and `classes` outputs.
+#[derive(Debug, Clone)]
+pub struct NactNetwork {
+    pub attention: GeneAttention,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Projection {
+        p1: Projection,
+        p2: Projection,
+        ffn: FeedForward,
+        head: Linear,
+    },
+    Additive {
+        layers: Vec<Linear>,
+    },
+}
+
+impl NactNetwork {
+    /// Builds the network under `vb` (parameter names follow the reference modules).
+    pub fn new(
+        genes: usize,
+        classes: usize,
+        variant: NactVariant,
+        ffn_hidden: usize,
+        vb: &SeededParams,
+    ) -> Result<Self> {
+        let attention = GeneAttention::new(genes, &vb.pp("attention"))?;
+        let body = match variant {
+            NactVariant::Projection => Body::Projection {
+                p1: Projection::new(genes, &vb.pp("projection1"))?,
+                p2: Projection::new(genes, &vb.pp("projection2"))?,
+                ffn: FeedForward::new(genes, ffn_hidden, &vb.pp("feed_forward"))?,
+                head: xavier_linear(genes, classes, &vb.pp("task_head"))?,
+            },
+            NactVariant::Additive => {
+                let dims = [genes, 1024, 512, 256, 128, 64, classes];
+                let layers = dims
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| xavier_linear(w[0], w[1], &vb.pp(format!("mlp{i}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                Body::Additive { layers }
+            }
+        };
+        Ok(NactNetwork { attention, body })
+    }
+
+    /// Logits `[batch, classes]` and attention weights `[batch, genes]`.
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let alpha = self.attention.weights(x)?;
+        let gamma = (&alpha * x)?;
+        let logits = match &self.body {
+            Body::Projection { p1, p2, ffn, head } => {
+                let s1 = ffn.forward(&p1.forward(&gamma)?)?;
+                let s2 = ffn.forward(&p2.forward(&(&s1 + &gamma)?)?)?;
+                // The reference applies LeakyReLU(0.01) to the logits, before the softmax-CE.
+                let z = apply(head, &(s2 + &gamma)?)?;
+                leaky_relu(&z, 0.01)?
+            }
+            Body::Additive { layers } => {
+                let mut h = gamma;
+                for l in layers {
+                    h = apply(l, &h)?.tanh()?;
+                }
+                h
+            }
+        };
+        Ok((logits, alpha))
+    }
+}
+
+fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    // max(x, 0) + slope * min(x, 0), differentiable.
+    Ok((x.relu()? + (x.neg()?.relu()? * (-slope))?)?)
+}
+
+/// ACTINN: `G -> 100 -> 50 -> 25 -> C` with ReLU (PyTorch default initialisation).
+#[derive(Debug, Clone)]
+pub struct ActinnNetwork {
+    layers: Vec<Linear>,
+}
+
+impl ActinnNetwork {
+    pub fn new(genes: usize, classes: usize, vb: &SeededParams) -> Result<Self> {
+        let dims = [genes, 100, 50, 25, classes];
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| torch_linear(w[0], w[1], &vb.pp(format!("fc{}", i + 1))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ActinnNetwork { layers })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = apply(l, &h)?;
+            if i < last {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// Row sums, for invariant checks (`[batch]`).
+pub fn row_sums(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.sum(D::Minus1)?.to_vec1::<f32>()?)
+}

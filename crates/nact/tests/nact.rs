@@ -1,0 +1,161 @@
+//! N-ACT and ACTINN on the real pbmc68k_reduced fixture (700 cells x 765 log-normalised genes).
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use cellident_io::{ExpressionDataset, read_mtx_folder};
+use cellident_nact::*;
+use cellident_preprocess::{LabelEncoder, stratified_split};
+use cellident_tensor::{CheckParams, Classifier};
+
+fn data() -> (ExpressionDataset, Vec<u32>, LabelEncoder) {
+    let d = read_mtx_folder(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pbmc68k_reduced"),
+    )
+    .unwrap();
+    let labels = d.obs().labels("bulk_labels").unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let y = enc
+        .transform(&labels)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    (d, y, enc)
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    // The candle trap: fused layer_norm/softmax have no backward. Every weight must learn.
+    let (d, y, enc) = data();
+    let vars = VarMap::new();
+    let params = layers::SeededParams::new(&vars, 0, &Device::Cpu);
+    let net = NactNetwork::new(
+        d.n_genes(),
+        enc.classes.len(),
+        NactVariant::Projection,
+        128,
+        &params,
+    )
+    .unwrap();
+    let rows: Vec<usize> = (0..64).collect();
+    let x = cellident_tensor::batch::dense_rows(d.matrix(), &rows, &Device::Cpu).unwrap();
+    let t = Tensor::from_vec(
+        rows.iter().map(|&r| y[r]).collect::<Vec<u32>>(),
+        64,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (logits, alpha) = net.forward(&x).unwrap();
+    for s in network::row_sums(&alpha).unwrap() {
+        assert!((s - 1.0).abs() < 1e-5, "attention row sums to {s}");
+    }
+    let loss = cellident_tensor::nn::cross_entropy(&logits, &t).unwrap();
+    let grads = loss.backward().unwrap();
+    let data = vars.data().lock().unwrap();
+    // attention 2 + two projections 4 + 4 + feed-forward 6 + task head 2
+    assert_eq!(data.len(), 18, "parameter tensors of the projection model");
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{name} receives a zero gradient");
+    }
+}
+
+#[test]
+fn nact_and_actinn_learn_and_checkpoints_round_trip() {
+    let (d, y, enc) = data();
+    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
+    let xtr = d.matrix().select_rows(&train);
+    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
+    let xte = d.matrix().select_rows(&test);
+    let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
+    let k = enc.classes.len();
+
+    let config = NactParams {
+        epochs: 30,
+        ..NactParams::default()
+    }
+    .check()
+    .unwrap();
+    let mut nact = Nact::new(config, Device::Cpu);
+    let report = nact.fit_quiet(&xtr, &ytr, k).unwrap();
+    assert_eq!(report.epochs.len(), 30);
+    assert!(report.epochs.last().unwrap().train_loss < report.epochs[0].train_loss);
+    let proba = nact.predict_proba(&xte).unwrap();
+    for i in 0..proba.n_rows {
+        assert!((proba.row(i).iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    let acc = cellident_metrics::accuracy(&yte, &proba.argmax_rows()).unwrap();
+    eprintln!("N-ACT (30 epochs) test accuracy {acc:.3}");
+    // The majority class (Dendritic) is 34% of the cells.
+    assert!(acc > 0.6, "N-ACT accuracy {acc}");
+
+    let alpha = nact.attention_weights(&xte).unwrap();
+    for i in 0..alpha.n_rows {
+        assert!((alpha.row(i).iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+
+    // Checkpoint round trip: identical probabilities.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nact.safetensors");
+    nact.save(
+        &path,
+        d.gene_ids().to_vec(),
+        enc.classes.clone(),
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    let (loaded, meta) = Nact::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(meta.labels, enc.classes);
+    assert_eq!(loaded.predict_proba(&xte).unwrap(), proba);
+
+    let mut actinn = Actinn::new(ActinnParams::default(), Device::Cpu).unwrap();
+    actinn.fit_quiet(&xtr, &ytr, k).unwrap();
+    let acc = cellident_metrics::accuracy(&yte, &actinn.predict(&xte).unwrap()).unwrap();
+    eprintln!("ACTINN test accuracy {acc:.3}");
+    assert!(acc > 0.6, "ACTINN accuracy {acc}");
+}
+
+#[test]
+fn salient_gene_tables_rank_by_summed_attention() {
+    let genes: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
+    let classes: Vec<String> = ["x", "y"].iter().map(|s| s.to_string()).collect();
+    // Two cells of class x (one misclassified), one of class y.
+    let alpha = [0.7f32, 0.2, 0.1, 0.1, 0.1, 0.8, 0.05, 0.6, 0.35];
+    let (sums, counts) = attention_sums(&alpha, 3, &[0, 0, 1], &[0, 1, 1], 2);
+    assert_eq!(counts, vec![1, 1]);
+    let t = rank_by_attention(&sums, &genes, &classes, 2);
+    assert_eq!(
+        (t[0].cell_type.as_str(), t[0].gene.as_str(), t[0].rank),
+        ("x", "A", 1)
+    );
+    assert_eq!((t[2].cell_type.as_str(), t[2].gene.as_str()), ("y", "B"));
+    // tf-idf: B is in both top-2 lists (x: A,B; y: B,C) so its weight is 1 - 2*(1/2)*ln(1)/ln 2 = 1;
+    // A and C are in one list: 1 - (1/2)*ln 2/ln 2 = 0.5.
+    let w = rank_by_attention_tfidf(&sums, &genes, &classes, 2);
+    let score = |c: &str, g: &str| {
+        w.iter()
+            .find(|r| r.cell_type == c && r.gene == g)
+            .map(|r| r.score)
+    };
+    assert!((score("x", "A").unwrap() - 0.35).abs() < 1e-6);
+    assert!((score("x", "B").unwrap() - 0.2).abs() < 1e-6);
+    // Global: A 0.75, B 0.8, C 0.45.
+    let g = rank_global(&sums, &genes, 3);
+    assert_eq!(
+        g.iter().map(|r| r.gene.as_str()).collect::<Vec<_>>(),
+        vec!["B", "A", "C"]
+    );
+}

@@ -1,0 +1,220 @@
+//! The supervised training loop shared by every classifier (N-ACT, ACTINN, the metadata MLP,
+//! CIC's classifier head): seeded mini-batches from a sparse matrix, softmax cross-entropy,
+//! an optimizer step per batch, the learning-rate schedule per epoch, divergence detection,
+//! optional validation split with early stopping (restoring the best weights), and progress events.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::Optimizer;
+use cellident_io::CsrMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{batches, dense_rows, epoch_order, label_rows, rng_for};
+use crate::error::{Result, ensure_param};
+use crate::optim::{Adam, AdamParams};
+use crate::train::{
+    EarlyStopping, EpochRecord, LrSchedule, Progress, StopDecision, TrainEvent, TrainReport,
+    check_loss,
+};
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitParams {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: AdamParams,
+    pub schedule: LrSchedule,
+    /// Fraction of the training cells held out (stratified by class) to monitor a validation
+    /// loss; 0 disables validation and early stopping.
+    pub validation_fraction: f64,
+    /// Epochs without validation improvement before stopping (with `validation_fraction > 0`).
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl FitParams {
+    /// Checks the ranges.
+    pub fn check(&self) -> Result<()> {
+        ensure_param(self.epochs > 0, "epochs", || "must be at least 1".into())?;
+        ensure_param(self.batch_size > 0, "batch_size", || {
+            "must be at least 1".into()
+        })?;
+        ensure_param(
+            (0.0..0.9).contains(&self.validation_fraction),
+            "validation_fraction",
+            || format!("must be in [0, 0.9), got {}", self.validation_fraction),
+        )?;
+        self.optimizer.check()
+    }
+}
+
+/// A network trained by [`fit_classifier`]: logits from a dense batch.
+pub trait LogitNetwork {
+    /// Pre-softmax logits `[batch, classes]` of a dense input `[batch, genes]`; `train` enables
+    /// dropout-like behaviour where a network has it.
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// The trainable variables.
+    fn vars(&self) -> Vec<Var>;
+}
+
+/// Splits `rows` into (train, validation) stratified by class, seeded.
+fn holdout(y: &[u32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::seq::SliceRandom;
+    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, &c) in y.iter().enumerate() {
+        by_class.entry(c).or_default().push(i);
+    }
+    let mut rng = rng_for(seed, 0xA11D);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (_, mut m) in by_class {
+        m.shuffle(&mut rng);
+        let k = if m.len() >= 4 {
+            ((m.len() as f64) * fraction).round() as usize
+        } else {
+            0
+        };
+        val.extend_from_slice(&m[..k]);
+        train.extend_from_slice(&m[k..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+fn mean_loss(
+    net: &dyn LogitNetwork,
+    x: &CsrMatrix,
+    y: &[u32],
+    rows: &[usize],
+    device: &Device,
+) -> Result<f32> {
+    let mut total = 0f64;
+    for chunk in rows.chunks(4096) {
+        let xb = dense_rows(x, chunk, device)?;
+        let yb = label_rows(y, chunk, device)?;
+        let loss = crate::nn::cross_entropy(&net.logits(&xb, false)?, &yb)?.to_scalar::<f32>()?;
+        total += loss as f64 * chunk.len() as f64;
+    }
+    Ok((total / rows.len().max(1) as f64) as f32)
+}
+
+/// Trains `net` on `x` (`[cells, genes]`) with labels `y`.
+pub fn fit_classifier(
+    name: &str,
+    net: &dyn LogitNetwork,
+    x: &CsrMatrix,
+    y: &[u32],
+    params: &FitParams,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainReport> {
+    params.check()?;
+    ensure_param(x.n_rows() == y.len(), "labels", || {
+        format!("{} labels for {} cells", y.len(), x.n_rows())
+    })?;
+    ensure_param(!y.is_empty(), "labels", || "no training cells".into())?;
+    let started = Instant::now();
+    let (train, val) = if params.validation_fraction > 0.0 {
+        holdout(y, params.validation_fraction, params.seed)
+    } else {
+        ((0..y.len()).collect(), Vec::new())
+    };
+    let vars = net.vars();
+    let mut opt = Adam::new(vars.clone(), params.optimizer)?;
+    let mut stopper = if val.is_empty() {
+        None
+    } else {
+        Some(EarlyStopping::new(params.patience.max(1), 0.0)?)
+    };
+    let mut best: Option<Vec<Tensor>> = None;
+    let n_batches = train.len().div_ceil(params.batch_size);
+    progress.event(&TrainEvent::Start {
+        model: name.to_string(),
+        epochs: params.epochs,
+        batches_per_epoch: n_batches,
+    });
+    let mut report = TrainReport::default();
+    for epoch in 0..params.epochs {
+        let lr = params.schedule.lr_at(params.optimizer.lr, epoch);
+        opt.set_learning_rate(lr);
+        let order: Vec<usize> = epoch_order(train.len(), params.seed, epoch)
+            .into_iter()
+            .map(|i| train[i])
+            .collect();
+        let (mut sum, mut seen) = (0f64, 0usize);
+        for (b, rows) in batches(&order, params.batch_size, false).enumerate() {
+            let xb = dense_rows(x, rows, device)?;
+            let yb = label_rows(y, rows, device)?;
+            let loss = crate::nn::cross_entropy(&net.logits(&xb, true)?, &yb)?;
+            let value = loss.to_scalar::<f32>()?;
+            check_loss(value, epoch, b)?;
+            opt.backward_step(&loss)?;
+            sum += value as f64 * rows.len() as f64;
+            seen += rows.len();
+            progress.event(&TrainEvent::Batch {
+                epoch,
+                batch: b,
+                loss: value,
+            });
+        }
+        let val_loss = if val.is_empty() {
+            None
+        } else {
+            Some(mean_loss(net, x, y, &val, device)?)
+        };
+        let record = EpochRecord {
+            epoch,
+            train_loss: (sum / seen.max(1) as f64) as f32,
+            val_loss,
+            lr,
+        };
+        progress.event(&TrainEvent::Epoch(record.clone()));
+        report.epochs.push(record);
+        report.kept_epoch = epoch;
+        if let (Some(s), Some(v)) = (stopper.as_mut(), val_loss) {
+            match s.update(epoch, v as f64) {
+                StopDecision::Improved => {
+                    best = Some(
+                        vars.iter()
+                            .map(|v| v.as_tensor().copy())
+                            .collect::<candle_core::Result<_>>()?,
+                    )
+                }
+                StopDecision::Continue => {}
+                StopDecision::Stop => {
+                    report.stopped_early = true;
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(s), Some(snapshot)) = (&stopper, best) {
+        for (v, t) in vars.iter().zip(snapshot) {
+            v.set(&t)?;
+        }
+        report.kept_epoch = s.best_epoch().unwrap_or(report.kept_epoch);
+    }
+    progress.event(&TrainEvent::Finish);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Class probabilities `[cells, classes]` of `x`, in batches of `batch` cells.
+pub fn predict_proba(
+    net: &dyn LogitNetwork,
+    x: &CsrMatrix,
+    device: &Device,
+    batch: usize,
+) -> Result<crate::DenseMatrix> {
+    let rows: Vec<usize> = (0..x.n_rows()).collect();
+    let mut values = Vec::new();
+    let mut n_classes = 0;
+    for chunk in rows.chunks(batch.max(1)) {
+        let xb = dense_rows(x, chunk, device)?;
+        let p = crate::nn::softmax(&net.logits(&xb, false)?)?;
+        n_classes = p.dims2()?.1;
+        values.extend(p.flatten_all()?.to_vec1::<f32>()?);
+    }
+    crate::DenseMatrix::new(x.n_rows(), n_classes, values)
+}
