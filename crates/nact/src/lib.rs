@@ -43,6 +43,14 @@ pub struct NactParams {
     pub validation_fraction: f64,
     pub patience: usize,
     pub seed: u64,
+    /// Multiply the gene scores `gamma = alpha * x` by the number of genes, so that uniform
+    /// attention passes `x` through at its own scale (the reference: off).
+    #[serde(default)]
+    pub scale_gamma: bool,
+    /// Start the attention weights at zero (uniform attention) instead of Xavier-uniform
+    /// (the reference: off).
+    #[serde(default)]
+    pub zero_attention_init: bool,
 }
 
 impl Default for NactParams {
@@ -57,6 +65,8 @@ impl Default for NactParams {
             validation_fraction: 0.0,
             patience: 5,
             seed: 12345,
+            scale_gamma: false,
+            zero_attention_init: false,
         }
     }
 }
@@ -171,11 +181,14 @@ impl Nact {
         )?;
         self.vars = VarMap::new();
         let params = layers::SeededParams::new(&self.vars, p.seed, &self.device);
-        self.net = Some(NactNetwork::new(
+        let scale = if p.scale_gamma { genes as f64 } else { 1.0 };
+        self.net = Some(NactNetwork::with_gamma_scale(
             genes,
             classes,
             p.variant,
             p.ffn_hidden,
+            scale,
+            p.zero_attention_init,
             &params,
         )?);
         self.n_genes = genes;

@@ -27,6 +27,16 @@ pub struct GeneAttention {
 }
 
 impl GeneAttention {
+    /// Attention weights starting at zero: `alpha` is uniform at initialisation and every
+    /// departure from uniform is learned from the labels.
+    pub fn zero_init(genes: usize, vb: &SeededParams) -> Result<Self> {
+        let w = vb.constant("weight", &[genes, genes], 0.0)?;
+        let b = vb.constant("bias", &[genes], 0.01)?;
+        Ok(GeneAttention {
+            w: Linear::new(w, Some(b)),
+        })
+    }
+
     pub fn new(genes: usize, vb: &SeededParams) -> Result<Self> {
         Ok(GeneAttention {
             w: xavier_linear(genes, genes, vb)?,
@@ -85,6 +95,8 @@ impl FeedForward {
 pub struct NactNetwork {
     pub attention: GeneAttention,
     body: Body,
+    /// Factor applied to the gene scores `gamma = alpha * x` (1 in the reference).
+    gamma_scale: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +121,26 @@ impl NactNetwork {
         ffn_hidden: usize,
         vb: &SeededParams,
     ) -> Result<Self> {
-        let attention = GeneAttention::new(genes, &vb.pp("attention"))?;
+        Self::with_gamma_scale(genes, classes, variant, ffn_hidden, 1.0, false, vb)
+    }
+
+    /// As [`NactNetwork::new`], with the gene scores `gamma = alpha * x` multiplied by
+    /// `gamma_scale` (1 in the reference) and, with `zero_attention`, attention weights that
+    /// start at zero (uniform attention) instead of Xavier-uniform.
+    pub fn with_gamma_scale(
+        genes: usize,
+        classes: usize,
+        variant: NactVariant,
+        ffn_hidden: usize,
+        gamma_scale: f64,
+        zero_attention: bool,
+        vb: &SeededParams,
+    ) -> Result<Self> {
+        let attention = if zero_attention {
+            GeneAttention::zero_init(genes, &vb.pp("attention"))?
+        } else {
+            GeneAttention::new(genes, &vb.pp("attention"))?
+        };
         let body = match variant {
             NactVariant::Projection => Body::Projection {
                 p1: Projection::new(genes, &vb.pp("projection1"))?,
@@ -127,13 +158,20 @@ impl NactNetwork {
                 Body::Additive { layers }
             }
         };
-        Ok(NactNetwork { attention, body })
+        Ok(NactNetwork {
+            attention,
+            body,
+            gamma_scale,
+        })
     }
 
     /// Logits `[batch, classes]` and attention weights `[batch, genes]`.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let alpha = self.attention.weights(x)?;
-        let gamma = (&alpha * x)?;
+        let mut gamma = (&alpha * x)?;
+        if self.gamma_scale != 1.0 {
+            gamma = (gamma * self.gamma_scale)?;
+        }
         let logits = match &self.body {
             Body::Projection { p1, p2, ffn, head } => {
                 let s1 = ffn.forward(&p1.forward(&gamma)?)?;

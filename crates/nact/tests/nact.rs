@@ -159,3 +159,30 @@ fn salient_gene_tables_rank_by_summed_attention() {
         vec!["B", "A", "C"]
     );
 }
+
+#[test]
+fn zero_attention_init_starts_uniform() {
+    let (d, _, enc) = data();
+    let vars = VarMap::new();
+    let params = layers::SeededParams::new(&vars, 0, &Device::Cpu);
+    let net = NactNetwork::with_gamma_scale(
+        d.n_genes(),
+        enc.classes.len(),
+        NactVariant::Projection,
+        128,
+        d.n_genes() as f64,
+        true,
+        &params,
+    )
+    .unwrap();
+    let rows: Vec<usize> = (0..8).collect();
+    let x = cellident_tensor::batch::dense_rows(d.matrix(), &rows, &Device::Cpu).unwrap();
+    let (_, alpha) = net.forward(&x).unwrap();
+    let uniform = 1.0 / d.n_genes() as f32;
+    for row in alpha.to_vec2::<f32>().unwrap() {
+        assert!(
+            row.iter().all(|&a| (a - uniform).abs() < 1e-9),
+            "attention is not uniform at init"
+        );
+    }
+}

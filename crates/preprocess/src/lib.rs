@@ -16,6 +16,7 @@
 pub mod hvg;
 pub mod kmeans;
 mod loess;
+pub mod markers;
 mod normalize;
 pub mod pca;
 pub mod pipeline;

@@ -304,3 +304,37 @@ fn qc_filters_count_what_they_remove() {
     let err = qc::apply_qc(&d, &p).unwrap_err().to_string();
     assert!(err.contains("no gene name starts with"), "{err}");
 }
+
+#[test]
+fn wilcoxon_markers_match_scanpy() {
+    let r = &reference()["wilcoxon_pbmc68k_bulk_labels_25"]["groups"];
+    let d = fixture("pbmc68k_reduced");
+    let labels = d.obs().labels("bulk_labels").unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let y: Vec<u32> = enc
+        .transform(&labels)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let scores = markers::wilcoxon_scores(d.matrix(), &y, enc.classes.len()).unwrap();
+    let top = markers::top_genes(&scores, 25);
+    for (k, class) in enc.classes.iter().enumerate() {
+        let want: Vec<&str> = r[class]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let got: Vec<&str> = top[k].iter().map(|&j| d.gene_ids()[j].as_str()).collect();
+        assert_eq!(got, want, "{class}");
+        for (&j, want) in top[k].iter().zip(r[class]["scores"].as_array().unwrap()) {
+            let want = want.as_f64().unwrap();
+            // scanpy stores the scores as float32
+            assert!(
+                (scores[k][j] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{class}: {} vs {want}",
+                scores[k][j]
+            );
+        }
+    }
+}

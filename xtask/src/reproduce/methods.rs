@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use candle_core::Device;
 use cellident_io::{CsrMatrix, ExpressionDataset};
-use cellident_nact::{Actinn, ActinnParams, Nact, NactParams};
+use cellident_nact::{Actinn, ActinnParams, GeneScore, Nact, NactParams};
 use cellident_preprocess::pipeline::{PipelineParams, Prepared};
 use cellident_preprocess::{
     HvgParams, KMeansParams, LabelEncoder, PcaParams, Pipeline, kmeans, looks_log_transformed,
@@ -27,7 +27,12 @@ pub struct RunOutput {
     pub folds: bool,
 }
 
-type Runner = fn(&ExpressionDataset, &TaskSpec, u64) -> Result<Vec<RunOutput>>;
+/// Where a run may write its side outputs (rankings, tables): `<out>/<dataset>/<target>/`.
+pub struct RunContext {
+    pub dir: std::path::PathBuf,
+}
+
+type Runner = fn(&ExpressionDataset, &TaskSpec, u64, &RunContext) -> Result<Vec<RunOutput>>;
 
 pub struct Method {
     pub id: &'static str,
@@ -138,7 +143,12 @@ fn pca_features(
     Ok((values, serde_json::to_value(&params)?))
 }
 
-fn run_kmeans(data: &ExpressionDataset, spec: &TaskSpec, seed: u64) -> Result<Vec<RunOutput>> {
+fn run_kmeans(
+    data: &ExpressionDataset,
+    spec: &TaskSpec,
+    seed: u64,
+    _ctx: &RunContext,
+) -> Result<Vec<RunOutput>> {
     let (d, y, enc) = labelled(data, &spec.label)?;
     let t = Instant::now();
     let (x, prep) = pca_features(&d, seed)?;
@@ -166,19 +176,20 @@ fn run_kmeans(data: &ExpressionDataset, spec: &TaskSpec, seed: u64) -> Result<Ve
 
 /// The annotation recipe of anchors.md §A: counts are normalised to 1e4 and logged (logged data
 /// used as they are), then the top 2000 `seurat` HVGs (all genes when fewer); stratified 80/20
-/// split with seed 0. Returns (train x, train y, test x, test y, classes, config).
-#[allow(clippy::type_complexity)]
-fn annotation_split(
-    data: &ExpressionDataset,
-    spec: &TaskSpec,
-) -> Result<(
-    CsrMatrix,
-    Vec<u32>,
-    CsrMatrix,
-    Vec<u32>,
-    usize,
-    serde_json::Value,
-)> {
+/// split with seed 0.
+struct AnnotationData {
+    xtr: CsrMatrix,
+    ytr: Vec<u32>,
+    xte: CsrMatrix,
+    yte: Vec<u32>,
+    /// All labelled cells after preprocessing, with their labels (for salient genes).
+    all: ExpressionDataset,
+    y: Vec<u32>,
+    classes: Vec<String>,
+    config: serde_json::Value,
+}
+
+fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<AnnotationData> {
     let (d, y, enc) = labelled(data, &spec.label)?;
     let is_counts = d
         .matrix()
@@ -203,14 +214,16 @@ fn annotation_split(
     let (train, test) = cellident_preprocess::stratified_split(&y, 0.2, 0)?;
     let pick = |rows: &[usize]| rows.iter().map(|&i| y[i]).collect::<Vec<u32>>();
     let config = json!({"preprocessing": params, "split": "stratified 80/20, seed 0", "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len()});
-    Ok((
-        p.matrix().select_rows(&train),
-        pick(&train),
-        p.matrix().select_rows(&test),
-        pick(&test),
-        enc.classes.len(),
+    Ok(AnnotationData {
+        xtr: p.matrix().select_rows(&train),
+        ytr: pick(&train),
+        xte: p.matrix().select_rows(&test),
+        yte: pick(&test),
+        all: p,
+        y,
+        classes: enc.classes,
         config,
-    ))
+    })
 }
 
 fn classification_metrics(truth: &[u32], pred: &[u32]) -> Result<BTreeMap<String, f64>> {
@@ -225,20 +238,19 @@ fn classification_metrics(truth: &[u32], pred: &[u32]) -> Result<BTreeMap<String
 }
 
 fn run_classifier(
-    data: &ExpressionDataset,
-    spec: &TaskSpec,
+    a: &AnnotationData,
     name: &str,
     model: &mut dyn Classifier,
     model_config: serde_json::Value,
-) -> Result<Vec<RunOutput>> {
-    let (xtr, ytr, xte, yte, k, mut config) = annotation_split(data, spec)?;
+) -> Result<RunOutput> {
     let t = Instant::now();
     let mut bar = ProgressBar::new(name);
-    let report = model.fit(&xtr, &ytr, k, &mut bar)?;
+    let report = model.fit(&a.xtr, &a.ytr, a.classes.len(), &mut bar)?;
     let train_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let pred = model.predict(&xte)?;
+    let pred = model.predict(&a.xte)?;
     let predict_seconds = t.elapsed().as_secs_f64();
+    let mut config = a.config.clone();
     config["model"] = model_config;
     config["loss_curve"] = json!(
         report
@@ -247,43 +259,119 @@ fn run_classifier(
             .map(|e| e.train_loss)
             .collect::<Vec<_>>()
     );
-    Ok(vec![RunOutput {
-        metrics: classification_metrics(&yte, &pred)?,
+    Ok(RunOutput {
+        metrics: classification_metrics(&a.yte, &pred)?,
         train_seconds,
         predict_seconds,
         config,
         folds: false,
-    }])
+    })
 }
 
-fn run_nact(data: &ExpressionDataset, spec: &TaskSpec, seed: u64) -> Result<Vec<RunOutput>> {
+fn run_nact(
+    data: &ExpressionDataset,
+    spec: &TaskSpec,
+    seed: u64,
+    ctx: &RunContext,
+) -> Result<Vec<RunOutput>> {
+    let a = annotation_split(data, spec)?;
     let params = NactParams {
         seed: 12345 + seed,
         ..NactParams::default()
     };
     let mut model = Nact::new(params.check()?, Device::Cpu);
-    run_classifier(
-        data,
-        spec,
-        "N-ACT",
-        &mut model,
-        serde_json::to_value(&params)?,
-    )
+    let mut out = run_classifier(&a, "N-ACT", &mut model, serde_json::to_value(&params)?)?;
+    // Salient genes (methods.md §1.4): attention over all labelled cells, summed over the
+    // correctly predicted ones of each type; beside them the Wilcoxon one-vs-rest ranking.
+    let alpha = model.attention_weights(a.all.matrix())?;
+    let pred = model.predict(a.all.matrix())?;
+    let genes = a.all.gene_ids();
+    let (sums, _) =
+        cellident_nact::attention_sums(&alpha.values, genes.len(), &a.y, &pred, a.classes.len());
+    let attention = cellident_nact::rank_by_attention(&sums, genes, &a.classes, 25);
+    let tfidf = cellident_nact::rank_by_attention_tfidf(&sums, genes, &a.classes, 25);
+    let global = cellident_nact::rank_global(&sums, genes, 50);
+    let scores =
+        cellident_preprocess::markers::wilcoxon_scores(a.all.matrix(), &a.y, a.classes.len())?;
+    let mut wilcoxon = Vec::new();
+    for (k, top) in cellident_preprocess::markers::top_genes(&scores, 25)
+        .iter()
+        .enumerate()
+    {
+        for (r, &j) in top.iter().enumerate() {
+            wilcoxon.push(GeneScore {
+                cell_type: a.classes[k].clone(),
+                rank: r + 1,
+                gene: genes[j].clone(),
+                score: scores[k][j],
+            });
+        }
+    }
+    std::fs::create_dir_all(&ctx.dir)?;
+    for (file, table) in [
+        ("nact_salient_genes.csv", &attention),
+        ("nact_salient_genes_tfidf.csv", &tfidf),
+        ("nact_global_genes.csv", &global),
+        ("wilcoxon_markers.csv", &wilcoxon),
+    ] {
+        write_ranking(&ctx.dir.join(file), table)?;
+    }
+    if let Some((present, hits_attention)) =
+        super::markers::canonical_marker_hits(genes, &attention)
+    {
+        let hits_wilcoxon =
+            super::markers::canonical_marker_hits(genes, &wilcoxon).map_or(0, |h| h.1);
+        out.metrics
+            .insert("markers_in_input".into(), present as f64);
+        out.metrics
+            .insert("marker_hits_attention".into(), hits_attention as f64);
+        out.metrics
+            .insert("marker_hits_wilcoxon".into(), hits_wilcoxon as f64);
+    }
+    Ok(vec![out])
 }
 
-fn run_actinn(data: &ExpressionDataset, spec: &TaskSpec, seed: u64) -> Result<Vec<RunOutput>> {
+fn run_actinn(
+    data: &ExpressionDataset,
+    spec: &TaskSpec,
+    seed: u64,
+    _ctx: &RunContext,
+) -> Result<Vec<RunOutput>> {
+    let a = annotation_split(data, spec)?;
     let params = ActinnParams {
         seed: 12345 + seed,
         ..ActinnParams::default()
     };
     let mut model = Actinn::new(params.clone(), Device::Cpu)?;
-    run_classifier(
-        data,
-        spec,
+    Ok(vec![run_classifier(
+        &a,
         "ACTINN",
         &mut model,
         serde_json::to_value(&params)?,
-    )
+    )?])
+}
+
+/// Writes a tidy ranking (`cell_type,rank,gene,score`) as CSV, atomically.
+fn write_ranking(path: &std::path::Path, rows: &[GeneScore]) -> Result<()> {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut text = String::from("cell_type,rank,gene,score\n");
+    for r in rows {
+        text.push_str(&format!(
+            "{},{},{},{}\n",
+            quote(&r.cell_type),
+            r.rank,
+            quote(&r.gene),
+            r.score
+        ));
+    }
+    cellident_io::write_atomic(path, |w| w.write_all(text.as_bytes()))?;
+    Ok(())
 }
 
 /// An indicatif progress bar over training epochs.

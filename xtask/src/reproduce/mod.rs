@@ -3,6 +3,7 @@
 //! regression check against committed expected metrics.
 
 mod check;
+mod markers;
 mod methods;
 
 use std::path::{Path, PathBuf};
@@ -179,7 +180,10 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
             };
             for seed in 0..o.seeds.max(1) {
                 reset_peak_rss();
-                let run = runner(&data, &job.spec, seed)
+                let ctx = methods::RunContext {
+                    dir: o.out.join(&job.name).join(&job.spec.label),
+                };
+                let run = runner(&data, &job.spec, seed, &ctx)
                     .with_context(|| format!("{} / {} / {}", job.name, job.spec.task, method.id))?;
                 for (fold, r) in run.into_iter().enumerate() {
                     let record = Record {
