@@ -18,12 +18,15 @@ use cellident_io::CsrMatrix;
 use cellident_tensor::batch::dense_rows;
 use cellident_tensor::{
     AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams, LogitNetwork,
-    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_param, fit_classifier,
-    predict_proba,
+    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_gene_count, ensure_param,
+    fit_classifier, predict_proba,
 };
 use serde::{Deserialize, Serialize};
 
 pub use network::{ActinnNetwork, NactNetwork, NactVariant};
+
+const MODEL_NAME: &str = "N-ACT";
+const ACTINN_NAME: &str = "ACTINN";
 pub use salient::{
     GeneScore, attention_sums, rank_by_attention, rank_by_attention_tfidf, rank_global,
 };
@@ -285,13 +288,7 @@ impl Classifier for Nact {
     }
 
     fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
-        ensure_param(x.n_cols() == self.n_genes, "genes", || {
-            format!(
-                "model has {} input genes, data {}",
-                self.n_genes,
-                x.n_cols()
-            )
-        })?;
+        ensure_gene_count(MODEL_NAME, self.n_genes, x.n_cols())?;
         let trainer = Trainer {
             net: self.net()?,
             vars: Vec::new(),
@@ -401,13 +398,7 @@ impl Classifier for Actinn {
     }
 
     fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
-        ensure_param(x.n_cols() == self.n_genes, "genes", || {
-            format!(
-                "model has {} input genes, data {}",
-                self.n_genes,
-                x.n_cols()
-            )
-        })?;
+        ensure_gene_count(ACTINN_NAME, self.n_genes, x.n_cols())?;
         let net = self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
             name: "model",
             message: "ACTINN is not trained".into(),

@@ -48,3 +48,17 @@ pub fn ensure_param(ok: bool, name: &'static str, message: impl FnOnce() -> Stri
         })
     }
 }
+
+/// Fails unless a model with `expected` input genes is given data with as many columns; the
+/// message says how to fix it.
+pub fn ensure_gene_count(model: &str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(TensorError::GeneMismatch {
+            message: format!(
+                "{model} has {expected} input genes but the data have {got}; align the data to the model's genes (Checkpoint::align) and repeat its preprocessing"
+            ),
+        })
+    }
+}

@@ -29,7 +29,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, save_checkpoint,
 };
 pub use device::{DeviceChoice, set_threads, threads};
-pub use error::{Result, TensorError, ensure_param};
+pub use error::{Result, TensorError, ensure_gene_count, ensure_param};
 pub use fit::{FitParams, LogitNetwork, fit_classifier, predict_proba};
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
