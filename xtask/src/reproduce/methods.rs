@@ -47,11 +47,7 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
         "annotate" => vec![
             m("nact", Some(run_nact as Runner), ""),
             m("actinn", Some(run_actinn as Runner), ""),
-            m(
-                "logreg",
-                None,
-                "logistic-regression baseline lands with the reproduction issue",
-            ),
+            m("logreg", Some(run_logreg as Runner), ""),
             m(
                 "rf",
                 None,
@@ -346,6 +342,23 @@ fn run_actinn(
     Ok(vec![run_classifier(
         &a,
         "ACTINN",
+        &mut model,
+        serde_json::to_value(&params)?,
+    )?])
+}
+
+fn run_logreg(
+    data: &ExpressionDataset,
+    spec: &TaskSpec,
+    _seed: u64,
+    _ctx: &RunContext,
+) -> Result<Vec<RunOutput>> {
+    let a = annotation_split(data, spec)?;
+    let params = cellident_baselines::LogisticRegressionParams::default();
+    let mut model = cellident_baselines::LogisticRegression::new(params.clone())?;
+    Ok(vec![run_classifier(
+        &a,
+        "logistic regression",
         &mut model,
         serde_json::to_value(&params)?,
     )?])
