@@ -29,12 +29,7 @@ pub fn write_resampled_counts(
     seed: u64,
 ) -> Result<()> {
     let d = read_mtx_folder(source).with_context(|| format!("cannot read {}", source.display()))?;
-    if !d
-        .matrix()
-        .data()
-        .iter()
-        .all(|v| v.fract() == 0.0 && *v >= 0.0)
-    {
+    if !cellident_preprocess::looks_like_counts(d.matrix()) {
         bail!("{} does not hold integer counts", source.display());
     }
     let labels = d.obs().labels(label)?;

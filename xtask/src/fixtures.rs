@@ -106,18 +106,8 @@ pub fn stratified_subsample(labels: &[Option<String>], target: usize, seed: u64)
 
 /// Indices of the `k` columns with the highest variance (ties: lower index first), in column order.
 pub fn top_variance_columns(d: &ExpressionDataset, k: usize) -> Vec<usize> {
-    let m = d.matrix();
-    let n = m.n_rows().max(1) as f64;
-    let mut sum = vec![0f64; m.n_cols()];
-    let mut sq = vec![0f64; m.n_cols()];
-    for (&c, &v) in m.indices().iter().zip(m.data()) {
-        sum[c as usize] += v as f64;
-        sq[c as usize] += (v as f64) * (v as f64);
-    }
-    let var: Vec<f64> = (0..m.n_cols())
-        .map(|j| sq[j] / n - (sum[j] / n).powi(2))
-        .collect();
-    let mut order: Vec<usize> = (0..m.n_cols()).collect();
+    let (_, var) = cellident_preprocess::gene_mean_var(d.matrix());
+    let mut order: Vec<usize> = (0..var.len()).collect();
     order.sort_by(|&a, &b| var[b].total_cmp(&var[a]).then(a.cmp(&b)));
     order.truncate(k.min(order.len()));
     order.sort_unstable();

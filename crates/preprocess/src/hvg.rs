@@ -185,7 +185,7 @@ fn equal_width_bins(values: &[f64], n: usize) -> Vec<usize> {
 }
 
 fn seurat_v3(m: &CsrMatrix, params: &HvgParams) -> Result<HvgResult> {
-    if m.data().iter().any(|v| v.fract() != 0.0 || *v < 0.0) {
+    if !crate::looks_like_counts(m) {
         return Err(PreprocessError::Data(
             "seurat_v3 highly variable genes need raw counts (non-negative integers); use flavor seurat on log-normalised data".into(),
         ));

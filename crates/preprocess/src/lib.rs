@@ -26,7 +26,7 @@ pub mod split;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
 pub use kmeans::{KMeansParams, KMeansResult, kmeans};
-pub use normalize::{log1p, looks_log_transformed, normalize_total};
+pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_total};
 pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, Step};
 pub use scale::Scaler;

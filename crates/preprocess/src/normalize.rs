@@ -33,6 +33,11 @@ pub fn normalize_total(d: &mut ExpressionDataset, target_sum: f64) -> Result<()>
     Ok(())
 }
 
+/// Whether every stored value is a non-negative whole number (raw counts).
+pub fn looks_like_counts(m: &CsrMatrix) -> bool {
+    m.data().iter().all(|v| v.fract() == 0.0 && *v >= 0.0)
+}
+
 /// Whether the stored values look log-transformed already: non-negative, not all integers,
 /// and no value above 30 (e^30 is beyond any count). Counts (integers) and TPM/FPKM (large
 /// non-integers) do not.

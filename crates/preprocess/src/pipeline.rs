@@ -2,7 +2,7 @@
 //! replayed exactly on query data (same genes, same normalisation, same scaling statistics,
 //! same PCA loadings).
 
-use cellident_io::{CsrMatrix, ExpressionDataset};
+use cellident_io::ExpressionDataset;
 use cellident_tensor::DenseMatrix;
 use serde::{Deserialize, Serialize};
 
@@ -143,7 +143,7 @@ impl Pipeline {
                 Step::Pca(pca) => {
                     let x = match dense.take() {
                         Some((x, _)) => x,
-                        None => DenseMatrix::new(d.n_cells(), d.n_genes(), dense_of(d.matrix()))?,
+                        None => DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense())?,
                     };
                     let names = (1..=pca.n_components).map(|i| format!("PC{i}")).collect();
                     dense = Some((pca.transform(&x)?, names));
@@ -163,8 +163,4 @@ impl Pipeline {
             }
         })
     }
-}
-
-fn dense_of(m: &CsrMatrix) -> Vec<f32> {
-    m.to_dense()
 }

@@ -10,7 +10,8 @@ use cellident_io::{CsrMatrix, ExpressionDataset};
 use cellident_nact::{Actinn, ActinnParams, GeneScore, Nact, NactParams};
 use cellident_preprocess::pipeline::{PipelineParams, Prepared};
 use cellident_preprocess::{
-    HvgParams, KMeansParams, LabelEncoder, PcaParams, Pipeline, kmeans, looks_log_transformed,
+    HvgParams, KMeansParams, LabelEncoder, PcaParams, Pipeline, kmeans, looks_like_counts,
+    looks_log_transformed,
 };
 use cellident_tensor::{CheckParams, Classifier, Progress, TrainEvent};
 use serde_json::json;
@@ -107,30 +108,36 @@ fn labelled(
 
 /// The shared scanpy-style recipe of the clustering baselines: counts are normalised to 1e4
 /// and logged, logged data are used as they are; top 2000 `seurat` HVGs; scale (clip 10); PCA 50.
-fn pca_features(
-    d: &ExpressionDataset,
-    seed: u64,
-) -> Result<(cellident_tensor::DenseMatrix, serde_json::Value)> {
-    let is_counts = d
-        .matrix()
-        .data()
-        .iter()
-        .all(|v| v.fract() == 0.0 && *v >= 0.0);
+/// The scanpy-style recipe shared by every benchmark: counts are normalised to 1e4 and logged,
+/// logged data are used as they are; then the top 2000 `seurat` HVGs (all genes when fewer).
+fn log_hvg_recipe(d: &ExpressionDataset) -> PipelineParams {
+    let is_counts = looks_like_counts(d.matrix());
     let logged = looks_log_transformed(d.matrix());
-    let n_pcs = 50.min(d.n_cells() - 1).min(d.n_genes());
-    let params = PipelineParams {
+    PipelineParams {
         normalize_total: is_counts.then_some(1e4),
         log1p: is_counts,
         hvg: (d.n_genes() > 2000 && (is_counts || logged)).then_some(HvgParams {
             n_top_genes: 2000,
             ..Default::default()
         }),
+        scale: None,
+        pca: None,
+    }
+}
+
+fn pca_features(
+    d: &ExpressionDataset,
+    seed: u64,
+) -> Result<(cellident_tensor::DenseMatrix, serde_json::Value)> {
+    let n_pcs = 50.min(d.n_cells() - 1).min(d.n_genes());
+    let params = PipelineParams {
         scale: Some(Some(10.0)),
         pca: Some(PcaParams {
             n_components: n_pcs,
             seed,
             ..Default::default()
         }),
+        ..log_hvg_recipe(d)
     };
     let (_, out) = Pipeline::fit(d, &params)?;
     let Prepared::Dense { values, .. } = out else {
@@ -187,22 +194,7 @@ struct AnnotationData {
 
 fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<AnnotationData> {
     let (d, y, enc) = labelled(data, &spec.label)?;
-    let is_counts = d
-        .matrix()
-        .data()
-        .iter()
-        .all(|v| v.fract() == 0.0 && *v >= 0.0);
-    let logged = looks_log_transformed(d.matrix());
-    let params = PipelineParams {
-        normalize_total: is_counts.then_some(1e4),
-        log1p: is_counts,
-        hvg: (d.n_genes() > 2000 && (is_counts || logged)).then_some(HvgParams {
-            n_top_genes: 2000,
-            ..Default::default()
-        }),
-        scale: None,
-        pca: None,
-    };
+    let params = log_hvg_recipe(&d);
     let (_, out) = Pipeline::fit(&d, &params)?;
     let Prepared::Sparse(p) = out else {
         bail!("expected sparse data")
