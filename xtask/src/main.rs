@@ -3,6 +3,11 @@
 //! - `reproduce`: the benchmark of every method and baseline (default: the fixture suite).
 //! - `fixtures --from ../shared/datasets`: write the small real subsets under `fixtures/`.
 
+/// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
+/// the next step, which doubled training time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod fixtures;
 mod reproduce;
 
@@ -41,6 +46,9 @@ enum Task {
         /// Label column of the ad hoc run.
         #[arg(long)]
         label: Option<String>,
+        /// Obs column of groups for an extra leave-one-group-out evaluation (metadata task).
+        #[arg(long)]
+        groups: Option<String>,
         /// Comma-separated method ids (default: all): nact, actinn, logreg, rf, mlp, cic, pca, cicl, leiden, kmeans.
         #[arg(long, value_delimiter = ',')]
         methods: Vec<String>,
@@ -85,6 +93,7 @@ fn run(cli: Cli) -> Result<()> {
             dataset,
             task,
             label,
+            groups,
             methods,
             seeds,
             check,
@@ -105,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
                 dataset,
                 task,
                 label,
+                groups,
                 methods,
                 seeds,
                 check: check.map(at_root),

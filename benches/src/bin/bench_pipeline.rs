@@ -5,6 +5,11 @@
 //! `bench_pipeline metrics N_LABELS [REPEATS]`: ARI + NMI on resampled real labelings.
 //! `bench_pipeline export-preprocess N_CELLS OUT.mtx.gz`: writes the same resampled input for scanpy.
 
+/// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
+/// the next step, which doubled training time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

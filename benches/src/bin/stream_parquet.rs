@@ -4,6 +4,11 @@
 //! `fixtures/pbmc_10x_4k_top2000` (bootstrap + binomial thinning, 2,000 genes).
 //! `stream_parquet read IN.parquet BATCH` streams it in batches and prints cells/s and peak RSS.
 
+/// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
+/// the next step, which doubled training time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -4,6 +4,11 @@
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
 
+/// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
+/// the next step, which doubled training time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod evaluate;
 mod preprocess;
 

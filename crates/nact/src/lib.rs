@@ -414,3 +414,35 @@ impl Classifier for Actinn {
         )
     }
 }
+
+impl cellident_tensor::DifferentiableClassifier for Nact {
+    /// Logits of a dense batch `[batch, genes]` through the attention model (for integrated
+    /// gradients and gradient x input).
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        ensure_gene_count(MODEL_NAME, self.n_genes, x.dims2()?.1)?;
+        Ok(self.net()?.forward(x)?.0)
+    }
+}
+
+impl cellident_tensor::DifferentiableClassifier for Actinn {
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        ensure_gene_count(ACTINN_NAME, self.n_genes, x.dims2()?.1)?;
+        self.trained_net()?.forward(x)
+    }
+}
+
+impl cellident_tensor::FeedForward for Actinn {
+    /// ACTINN is a plain ReLU MLP, so DeepLIFT can walk it layer by layer.
+    fn networks(&self) -> Result<Vec<cellident_tensor::FeedForwardNet>> {
+        Ok(vec![self.trained_net()?.feed_forward()])
+    }
+}
+
+impl Actinn {
+    fn trained_net(&self) -> Result<&ActinnNetwork> {
+        self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
+            name: "model",
+            message: "ACTINN is not trained".into(),
+        })
+    }
+}

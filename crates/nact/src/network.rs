@@ -214,6 +214,23 @@ impl ActinnNetwork {
         Ok(ActinnNetwork { layers })
     }
 
+    /// The same function as [`ActinnNetwork::forward`], layer by layer (for DeepLIFT).
+    pub fn feed_forward(&self) -> cellident_tensor::FeedForwardNet {
+        use cellident_tensor::{Activation, FeedForwardLayer};
+        let mut layers = Vec::new();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            layers.push(FeedForwardLayer::Linear {
+                weight: l.weight().clone(),
+                bias: l.bias().cloned(),
+            });
+            if i < last {
+                layers.push(FeedForwardLayer::Activation(Activation::Relu));
+            }
+        }
+        cellident_tensor::FeedForwardNet { layers }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.layers.len() - 1;

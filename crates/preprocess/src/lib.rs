@@ -7,7 +7,8 @@
 //!   (LOESS-stabilised variance on counts);
 //! - [`scale::Scaler`] (zero mean, unit variance, clip) and seeded randomized [`pca::Pca`], both
 //!   keeping their fitted parameters for query data;
-//! - splits and label encoding ([`split`]);
+//! - splits and label encoding ([`split`]); supervised gene selection by the ANOVA F-statistic
+//!   ([`select`]);
 //! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
 //!   checkpoints).
 //!
@@ -22,6 +23,7 @@ pub mod pca;
 pub mod pipeline;
 pub mod qc;
 pub mod scale;
+pub mod select;
 pub mod split;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
@@ -30,6 +32,7 @@ pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_t
 pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, Step};
 pub use scale::Scaler;
+pub use select::{anova_f, top_genes_by_anova_f};
 pub use split::{
     LabelEncoder, group_kfold, leave_one_group_out, stratified_kfold, stratified_split,
 };

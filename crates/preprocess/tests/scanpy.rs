@@ -338,3 +338,36 @@ fn wilcoxon_markers_match_scanpy() {
         }
     }
 }
+
+#[test]
+fn anova_f_matches_scikit_learn_f_classif() {
+    // scikit-learn 1.9.1: `f_classif(X[labelled], obs["sex"][labelled])` on the all_leukemia
+    // fixture (125 of 128 samples have a sex); the six largest F values, in order.
+    let d = fixture("all_leukemia");
+    let labels = d.obs().labels("sex").unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let codes = enc.transform(&labels);
+    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
+    let y: Vec<u32> = keep.iter().map(|&i| codes[i].unwrap()).collect();
+    let x = d.matrix().select_rows(&keep);
+    assert_eq!(y.len(), 125);
+    let expected = [
+        ("41214_at", 559.6551282867946),
+        ("38355_at", 465.49530061996927),
+        ("37583_at", 285.42893861001915),
+        ("38446_at", 257.3490743831135),
+        ("35885_at", 150.55567919095773),
+        ("34477_at", 142.8926081950664),
+    ];
+    let f = anova_f(&x, &y, enc.classes.len()).unwrap();
+    let top = top_genes_by_anova_f(&x, &y, enc.classes.len(), 6).unwrap();
+    for (&j, (gene, value)) in top.iter().zip(expected) {
+        assert_eq!(d.gene_ids()[j], gene);
+        // f32 input summed in f64: agreement to 1e-5 relative.
+        assert!(
+            (f[j] - value).abs() < 1e-5 * value,
+            "{gene}: {} vs {value}",
+            f[j]
+        );
+    }
+}

@@ -113,13 +113,39 @@ pub fn fit_classifier(
     ensure_param(x.n_rows() == y.len(), "labels", || {
         format!("{} labels for {} cells", y.len(), x.n_rows())
     })?;
-    ensure_param(!y.is_empty(), "labels", || "no training cells".into())?;
-    let started = Instant::now();
     let (train, val) = if params.validation_fraction > 0.0 {
         holdout(y, params.validation_fraction, params.seed)
     } else {
         ((0..y.len()).collect(), Vec::new())
     };
+    fit_classifier_on_rows(name, net, x, y, &train, &val, params, device, progress)
+}
+
+/// [`fit_classifier`] with the training and validation rows given (`val` empty: no early
+/// stopping); `params.validation_fraction` is ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_classifier_on_rows(
+    name: &str,
+    net: &dyn LogitNetwork,
+    x: &CsrMatrix,
+    y: &[u32],
+    train: &[usize],
+    val: &[usize],
+    params: &FitParams,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainReport> {
+    params.check()?;
+    ensure_param(x.n_rows() == y.len(), "labels", || {
+        format!("{} labels for {} cells", y.len(), x.n_rows())
+    })?;
+    ensure_param(!train.is_empty(), "labels", || "no training cells".into())?;
+    ensure_param(
+        train.iter().chain(val).all(|&i| i < y.len()),
+        "rows",
+        || format!("a row index is not below the {} cells", y.len()),
+    )?;
+    let started = Instant::now();
     let vars = net.vars();
     let mut opt = Adam::new(vars.clone(), params.optimizer)?;
     let mut stopper = if val.is_empty() {
@@ -161,7 +187,7 @@ pub fn fit_classifier(
         let val_loss = if val.is_empty() {
             None
         } else {
-            Some(mean_loss(net, x, y, &val, device)?)
+            Some(mean_loss(net, x, y, val, device)?)
         };
         let record = EpochRecord {
             epoch,

@@ -2,7 +2,8 @@
 //!
 //! It owns: device selection ([`DeviceChoice`], CPU by default, `cuda`/`metal` features with
 //! the same API) and the thread count; the shared model traits ([`Classifier`],
-//! [`Clusterer`], [`Embedder`], [`DifferentiableClassifier`], [`CheckParams`]); training
+//! [`Clusterer`], [`Embedder`], [`DifferentiableClassifier`], [`CheckParams`], and
+//! [`FeedForward`] for models that layer-wise attribution can walk); training
 //! utilities (seeded shuffling and sparse-to-dense mini-batches, the [`Adam`] / AdamW /
 //! [`SgdMomentum`] optimizers, [`LrSchedule`]s, [`EarlyStopping`], [`Progress`] reporting,
 //! divergence detection); layers whose backward pass works ([`nn`]); and checkpoints
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod checkpoint;
 mod device;
 mod error;
+pub mod feedforward;
 pub mod fit;
 pub mod nn;
 pub mod optim;
@@ -30,7 +32,8 @@ pub use checkpoint::{
 };
 pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_gene_count, ensure_param};
-pub use fit::{FitParams, LogitNetwork, fit_classifier, predict_proba};
+pub use feedforward::{Activation, FeedForward, FeedForwardLayer, FeedForwardNet, mean_logits};
+pub use fit::{FitParams, LogitNetwork, fit_classifier, fit_classifier_on_rows, predict_proba};
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
     EarlyStopping, EpochRecord, LrSchedule, NoProgress, Progress, RecordProgress, StopDecision,

@@ -23,6 +23,8 @@ pub struct ExpectedRecord {
     pub seed: u64,
     #[serde(default)]
     pub fold: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -43,6 +45,7 @@ impl Baseline {
                     method: r.method.clone(),
                     seed: r.seed,
                     fold: r.fold,
+                    split: r.split.clone(),
                     metrics: r.metrics.clone(),
                 })
                 .collect(),
@@ -127,14 +130,19 @@ pub fn compare(expected: &Baseline, run: &Results) -> CheckOutcome {
                 && r.method == e.method
                 && r.seed == e.seed
                 && r.fold == e.fold
+                && r.split == e.split
         });
         let key = format!(
-            "{}/{}/{}/{} seed {}{}",
+            "{}/{}/{}/{} seed {}{}{}",
             e.dataset,
             e.task,
             e.target,
             e.method,
             e.seed,
+            e.split
+                .as_ref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default(),
             e.fold.map(|f| format!(" fold {f}")).unwrap_or_default()
         );
         for (metric, &value) in &e.metrics {
@@ -168,6 +176,7 @@ mod tests {
                 method: "kmeans".into(),
                 seed: 0,
                 fold: None,
+                split: None,
                 metrics: [("ari".to_string(), ari)].into_iter().collect(),
                 train_seconds: 0.0,
                 predict_seconds: 0.0,
@@ -188,6 +197,7 @@ mod tests {
                 method: "kmeans".into(),
                 seed: 0,
                 fold: None,
+                split: None,
                 metrics: [("ari".to_string(), ari)].into_iter().collect(),
             }],
         }

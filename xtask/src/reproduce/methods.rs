@@ -26,6 +26,8 @@ pub struct RunOutput {
     pub config: serde_json::Value,
     /// Whether the runs are cross-validation folds.
     pub folds: bool,
+    /// How the folds were made (`stratified_5fold`, `leave_one_batch_out`); `None` for one split.
+    pub split: Option<String>,
 }
 
 /// Where a run may write its side outputs (rankings, tables): `<out>/<dataset>/<target>/`.
@@ -49,11 +51,7 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
             m("nact", Some(run_nact as Runner), ""),
             m("actinn", Some(run_actinn as Runner), ""),
             m("logreg", Some(run_logreg as Runner), ""),
-            m(
-                "rf",
-                None,
-                "random-forest baseline lands with the reproduction issue",
-            ),
+            m("rf", Some(run_rf as Runner), ""),
         ],
         "cluster" => vec![
             m("cicl", None, "CICL lands with the cellident-cicl issue"),
@@ -73,23 +71,15 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
             ),
         ],
         "metadata" => vec![
-            m(
-                "mlp",
-                None,
-                "the metadata MLP lands with the cellident-explain issue",
-            ),
-            m(
-                "rf",
-                None,
-                "random-forest baseline lands with the cellident-explain issue",
-            ),
+            m("mlp", Some(super::metadata::run_mlp as Runner), ""),
+            m("rf", Some(super::metadata::run_rf as Runner), ""),
         ],
         other => bail!("unknown task '{other}' (expected annotate, cluster, embed or metadata)"),
     })
 }
 
 /// Labels of the cells that have one, encoded in sorted class order.
-fn labelled(
+pub(super) fn labelled(
     data: &ExpressionDataset,
     column: &str,
 ) -> Result<(ExpressionDataset, Vec<u32>, LabelEncoder)> {
@@ -106,8 +96,6 @@ fn labelled(
     Ok((d, y, enc))
 }
 
-/// The shared scanpy-style recipe of the clustering baselines: counts are normalised to 1e4
-/// and logged, logged data are used as they are; top 2000 `seurat` HVGs; scale (clip 10); PCA 50.
 /// The scanpy-style recipe shared by every benchmark: counts are normalised to 1e4 and logged,
 /// logged data are used as they are; then the top 2000 `seurat` HVGs (all genes when fewer).
 fn log_hvg_recipe(d: &ExpressionDataset) -> PipelineParams {
@@ -174,6 +162,7 @@ fn run_kmeans(
         predict_seconds: 0.0,
         config: json!({"preprocessing": prep, "k": k, "n_init": 10, "n_cells": d.n_cells()}),
         folds: false,
+        split: None,
     }])
 }
 
@@ -214,7 +203,7 @@ fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Annotat
     })
 }
 
-fn classification_metrics(truth: &[u32], pred: &[u32]) -> Result<BTreeMap<String, f64>> {
+pub(super) fn classification_metrics(truth: &[u32], pred: &[u32]) -> Result<BTreeMap<String, f64>> {
     Ok([
         ("accuracy", cellident_metrics::accuracy(truth, pred)?),
         ("macro_f1", cellident_metrics::f1_macro(truth, pred)?),
@@ -253,6 +242,7 @@ fn run_classifier(
         predict_seconds,
         config,
         folds: false,
+        split: None,
     })
 }
 
@@ -356,6 +346,26 @@ fn run_logreg(
     )?])
 }
 
+fn run_rf(
+    data: &ExpressionDataset,
+    spec: &TaskSpec,
+    seed: u64,
+    _ctx: &RunContext,
+) -> Result<Vec<RunOutput>> {
+    let a = annotation_split(data, spec)?;
+    let params = cellident_baselines::RandomForestParams {
+        seed,
+        ..Default::default()
+    };
+    let mut model = cellident_baselines::RandomForest::new(params.clone())?;
+    Ok(vec![run_classifier(
+        &a,
+        "random forest",
+        &mut model,
+        serde_json::to_value(&params)?,
+    )?])
+}
+
 /// Writes a tidy ranking (`cell_type,rank,gene,score`) as CSV, atomically.
 fn write_ranking(path: &std::path::Path, rows: &[GeneScore]) -> Result<()> {
     let quote = |s: &str| {
@@ -380,13 +390,13 @@ fn write_ranking(path: &std::path::Path, rows: &[GeneScore]) -> Result<()> {
 }
 
 /// An indicatif progress bar over training epochs.
-struct ProgressBar {
+pub(super) struct ProgressBar {
     name: String,
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl ProgressBar {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         ProgressBar {
             name: name.to_string(),
             bar: None,

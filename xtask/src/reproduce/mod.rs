@@ -4,6 +4,7 @@
 
 mod check;
 mod markers;
+mod metadata;
 mod methods;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ pub use check::compare;
 pub struct TaskSpec {
     pub task: String,
     pub label: String,
+    /// An obs column of groups (e.g. `batch`): the metadata task then also runs
+    /// leave-one-group-out, the study's "completely new data set" test.
+    #[serde(default)]
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +50,9 @@ pub struct Record {
     pub seed: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fold: Option<usize>,
+    /// How the folds were made (`stratified_5fold`, `leave_one_batch_out`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub split: Option<String>,
     pub metrics: std::collections::BTreeMap<String, f64>,
     pub train_seconds: f64,
     pub predict_seconds: f64,
@@ -71,6 +79,8 @@ pub struct ReproduceOptions {
     pub dataset: Option<PathBuf>,
     pub task: Option<String>,
     pub label: Option<String>,
+    /// Ad hoc run: obs column of groups for leave-one-group-out (metadata task).
+    pub groups: Option<String>,
     /// Only these method ids (all implemented ones when empty).
     pub methods: Vec<String>,
     pub seeds: u64,
@@ -100,6 +110,7 @@ fn jobs(o: &ReproduceOptions) -> Result<Vec<Job>> {
             spec: TaskSpec {
                 task: task.clone(),
                 label: label.clone(),
+                groups: o.groups.clone(),
             },
         }]);
     }
@@ -185,7 +196,13 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
                 };
                 let run = runner(&data, &job.spec, seed, &ctx)
                     .with_context(|| format!("{} / {} / {}", job.name, job.spec.task, method.id))?;
-                for (fold, r) in run.into_iter().enumerate() {
+                // Fold numbers count within each kind of split (stratified k-fold, leave-one-group-out).
+                let mut next_fold: std::collections::HashMap<Option<String>, usize> =
+                    Default::default();
+                for r in run {
+                    let counter = next_fold.entry(r.split.clone()).or_default();
+                    let fold = *counter;
+                    *counter += 1;
                     let record = Record {
                         dataset: job.name.clone(),
                         task: job.spec.task.clone(),
@@ -193,6 +210,7 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
                         method: method.id.to_string(),
                         seed,
                         fold: r.folds.then_some(fold),
+                        split: r.split,
                         metrics: r.metrics,
                         train_seconds: r.train_seconds,
                         predict_seconds: r.predict_seconds,
@@ -204,8 +222,13 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
                         .iter()
                         .map(|(k, v)| format!("{k}={v:.3}"))
                         .collect();
+                    let fold_note = match (&record.split, record.fold) {
+                        (Some(s), Some(f)) => format!("  [{s} fold {f}]"),
+                        (None, Some(f)) => format!("  [fold {f}]"),
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<24} {:<9} {:<20} {:<8} {:>4}  {}",
+                        "{:<24} {:<9} {:<20} {:<8} {:>4}  {}{fold_note}",
                         record.dataset,
                         record.task,
                         record.target,
@@ -309,6 +332,19 @@ fn report_markdown(r: &Results, seconds: f64) -> String {
         }
         s.push('\n');
     }
+    let summary = fold_summary(r);
+    if !summary.is_empty() {
+        let _ = writeln!(s, "## Cross-validated accuracy (mean ± sd over folds)\n");
+        let _ = writeln!(
+            s,
+            "| dataset | target | split | method | folds | accuracy | macro F1 |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
+        for line in summary {
+            let _ = writeln!(s, "{line}");
+        }
+        s.push('\n');
+    }
     if !r.pending.is_empty() {
         let _ = writeln!(s, "## Not implemented yet\n");
         for p in &r.pending {
@@ -316,6 +352,50 @@ fn report_markdown(r: &Results, seconds: f64) -> String {
         }
     }
     s
+}
+
+/// One markdown row per (dataset, target, split, method, seed) of fold records: mean ± sd of
+/// accuracy and macro F1.
+fn fold_summary(r: &Results) -> Vec<String> {
+    use std::collections::BTreeMap;
+    type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64);
+    let mut groups: BTreeMap<Key<'_>, Vec<&Record>> = BTreeMap::new();
+    for x in r.records.iter().filter(|x| x.fold.is_some()) {
+        let key = (
+            x.dataset.as_str(),
+            x.target.as_str(),
+            x.split.as_deref().unwrap_or("folds"),
+            x.method.as_str(),
+            x.seed,
+        );
+        groups.entry(key).or_default().push(x);
+    }
+    let stat = |v: &[f64]| {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let sd = if v.len() > 1 {
+            (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        format!("{m:.3} ± {sd:.3}")
+    };
+    groups
+        .into_iter()
+        .map(|((d, t, sp, m, _), recs)| {
+            let get = |k: &str| -> Vec<f64> {
+                recs.iter()
+                    .filter_map(|x| x.metrics.get(k).copied())
+                    .collect()
+            };
+            format!(
+                "| {d} | {t} | {sp} | {m} | {} | {} | {} |",
+                recs.len(),
+                stat(&get("accuracy")),
+                stat(&get("macro_f1"))
+            )
+        })
+        .collect()
 }
 
 /// Resets this process's peak-RSS counter (Linux `clear_refs` 5), so each method's peak is its own.

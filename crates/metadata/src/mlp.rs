@@ -1,0 +1,500 @@
+//! The metadata MLP and its training.
+
+use std::cell::RefCell;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use cellident_io::CsrMatrix;
+use cellident_preprocess::top_genes_by_anova_f;
+use cellident_tensor::batch::rng_for;
+use cellident_tensor::params::{SeededParams, torch_linear};
+use cellident_tensor::{
+    Activation, AdamParams, Classifier, DenseMatrix, DifferentiableClassifier, FeedForward,
+    FeedForwardLayer, FeedForwardNet, FitParams, LogitNetwork, LrSchedule, Progress, Result,
+    TensorError, TrainReport, ensure_gene_count, ensure_param, fit_classifier_on_rows, mean_logits,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of the metadata MLP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpParams {
+    /// Hidden layer widths (ReLU after each).
+    pub hidden: Vec<usize>,
+    /// Dropout probability after each hidden layer during training.
+    pub dropout: f64,
+    pub lr: f64,
+    /// Decoupled weight decay (AdamW); 0 = plain Adam.
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// Upper bound on epochs; early stopping usually ends training sooner.
+    pub max_epochs: usize,
+    /// Epochs without inner-validation improvement before stopping.
+    pub patience: usize,
+    /// Fraction of the training samples each member holds out (stratified) for early stopping.
+    pub validation_fraction: f64,
+    /// Gene selection by the ANOVA F-statistic on each member's own training samples: empty =
+    /// every gene; one size = that many genes; several sizes = each member trains one network
+    /// per size and keeps the one with the lowest loss on its inner validation split.
+    pub select_genes: Vec<usize>,
+    /// Standardise each (selected) gene with the training mean and standard deviation.
+    pub standardize: bool,
+    /// Members of the ensemble; each has its own initialisation, batches, dropout masks and
+    /// inner validation split.
+    pub ensemble: usize,
+    pub seed: u64,
+}
+
+impl Default for MlpParams {
+    /// The improved recipe (docs/explain.md): standardised genes, 5 members, each choosing
+    /// between the top 50 and the top 500 genes by F on its own inner validation split.
+    fn default() -> Self {
+        MlpParams {
+            select_genes: vec![50, 500],
+            ensemble: 5,
+            ..MlpParams::plain()
+        }
+    }
+}
+
+impl MlpParams {
+    /// The study's plain network (methods.md "Open questions" 11): every gene, standardised,
+    /// one member.
+    pub fn plain() -> Self {
+        MlpParams {
+            hidden: vec![512, 256, 128],
+            dropout: 0.5,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: 64,
+            max_epochs: 100,
+            patience: 10,
+            validation_fraction: 0.2,
+            select_genes: Vec::new(),
+            standardize: true,
+            ensemble: 1,
+            seed: 0,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure_param(self.hidden.iter().all(|&h| h > 0), "hidden", || {
+            "every hidden width must be at least 1".into()
+        })?;
+        ensure_param((0.0..1.0).contains(&self.dropout), "dropout", || {
+            format!("must be in [0, 1), got {}", self.dropout)
+        })?;
+        ensure_param(self.lr > 0.0, "lr", || {
+            format!("must be > 0, got {}", self.lr)
+        })?;
+        ensure_param(self.ensemble > 0, "ensemble", || {
+            "must be at least 1".into()
+        })?;
+        ensure_param(
+            self.select_genes.iter().all(|&k| k > 0),
+            "select_genes",
+            || "every size must be at least 1 (or none for all genes)".into(),
+        )?;
+        self.fit_params(0).check()
+    }
+
+    fn fit_params(&self, member: usize) -> FitParams {
+        FitParams {
+            epochs: self.max_epochs,
+            batch_size: self.batch_size,
+            optimizer: AdamParams {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                decoupled: self.weight_decay > 0.0,
+                ..AdamParams::default()
+            },
+            schedule: LrSchedule::Constant,
+            validation_fraction: self.validation_fraction,
+            patience: self.patience,
+            seed: member_seed(self.seed, member),
+        }
+    }
+}
+
+fn member_seed(seed: u64, member: usize) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(member as u64)
+}
+
+/// The trained input transform: selected genes, then `(x - mean) / sd`.
+#[derive(Debug, Clone)]
+struct InputTransform {
+    genes: Vec<usize>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl InputTransform {
+    /// Fitted on the rows `rows` of `x` only.
+    fn fit(
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        k: Option<usize>,
+        standardize: bool,
+    ) -> Result<Self> {
+        let genes = match k {
+            Some(k) if k < x.n_cols() => {
+                top_genes_by_anova_f(x, y, n_classes, k).map_err(|e| TensorError::InvalidParam {
+                    name: "select_genes",
+                    message: e.to_string(),
+                })?
+            }
+            _ => (0..x.n_cols()).collect(),
+        };
+        let sel = select(x, &genes);
+        let (mean, var) = cellident_preprocess::gene_mean_var(&sel);
+        let (scale, shift) = if standardize {
+            mean.iter()
+                .zip(&var)
+                .map(|(&m, &v)| {
+                    // Population sd (scikit-learn's StandardScaler); constant genes keep scale 1.
+                    let n = sel.n_rows().max(2) as f64;
+                    let sd = (v * (n - 1.0) / n).sqrt();
+                    let s = if sd > 1e-8 { 1.0 / sd } else { 1.0 };
+                    (s as f32, (-m * s) as f32)
+                })
+                .unzip()
+        } else {
+            (vec![1.0; genes.len()], vec![0.0; genes.len()])
+        };
+        Ok(InputTransform {
+            genes,
+            scale,
+            shift,
+        })
+    }
+
+    /// The transformed matrix `[cells, selected genes]`.
+    fn apply(&self, x: &CsrMatrix) -> Result<CsrMatrix> {
+        let sel = select(x, &self.genes);
+        let k = self.genes.len();
+        let mut dense = sel.to_dense();
+        for row in dense.chunks_mut(k) {
+            for ((v, s), b) in row.iter_mut().zip(&self.scale).zip(&self.shift) {
+                *v = *v * s + b;
+            }
+        }
+        Ok(CsrMatrix::from_dense(x.n_rows(), k, &dense)?)
+    }
+
+    fn layers(&self, n_inputs: usize, device: &Device) -> Result<Vec<FeedForwardLayer>> {
+        let idx: Vec<u32> = self.genes.iter().map(|&g| g as u32).collect();
+        let k = idx.len();
+        Ok(vec![
+            FeedForwardLayer::Select {
+                indices: Tensor::from_vec(idx, k, device)?,
+                n_inputs,
+            },
+            FeedForwardLayer::Affine {
+                scale: Tensor::from_vec(self.scale.clone(), k, device)?,
+                shift: Tensor::from_vec(self.shift.clone(), k, device)?,
+            },
+        ])
+    }
+}
+
+fn select(x: &CsrMatrix, genes: &[usize]) -> CsrMatrix {
+    let cols: Vec<Option<usize>> = genes.iter().map(|&g| Some(g)).collect();
+    x.select_columns(&cols)
+}
+
+/// One member during training: the dense layers, with seeded dropout after each ReLU.
+struct MemberTrainer {
+    layers: Vec<FeedForwardLayer>,
+    vars: Vec<Var>,
+    dropout: f64,
+    rng: RefCell<StdRng>,
+}
+
+impl LogitNetwork for MemberTrainer {
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h)?;
+            if train && self.dropout > 0.0 && matches!(l, FeedForwardLayer::Activation(_)) {
+                // Inverted dropout with our own seeded masks (candle's CPU RNG cannot be seeded).
+                let keep = 1.0 - self.dropout;
+                let n = h.elem_count();
+                let mask: Vec<f32> = {
+                    let mut rng = self.rng.borrow_mut();
+                    (0..n)
+                        .map(|_| {
+                            if rng.random::<f64>() < keep {
+                                (1.0 / keep) as f32
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                };
+                let mask = Tensor::from_vec(mask, h.shape(), h.device())?;
+                h = (h * mask)?;
+            }
+        }
+        Ok(h)
+    }
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+}
+
+/// One trained network of the ensemble.
+#[derive(Debug, Clone)]
+struct Member {
+    transform: InputTransform,
+    layers: Vec<FeedForwardLayer>,
+    /// Best inner-validation loss (`None` without validation).
+    val_loss: Option<f32>,
+}
+
+/// The metadata MLP (an ensemble of one or more members).
+pub struct MetadataMlp {
+    params: MlpParams,
+    device: Device,
+    /// Each member: its input transform and its dense layers.
+    members: Vec<Member>,
+    n_genes: usize,
+}
+
+impl std::fmt::Debug for MetadataMlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataMlp")
+            .field("params", &self.params)
+            .field("members", &self.members.len())
+            .field("n_genes", &self.n_genes)
+            .finish()
+    }
+}
+
+impl MetadataMlp {
+    pub fn new(params: MlpParams, device: Device) -> Result<Self> {
+        params.check()?;
+        Ok(MetadataMlp {
+            params,
+            device,
+            members: Vec::new(),
+            n_genes: 0,
+        })
+    }
+
+    pub fn params(&self) -> &MlpParams {
+        &self.params
+    }
+
+    /// Number of input genes each member reads (after its gene selection).
+    pub fn member_gene_counts(&self) -> Vec<usize> {
+        self.members
+            .iter()
+            .map(|m| m.transform.genes.len())
+            .collect()
+    }
+
+    fn trained(&self) -> Result<()> {
+        ensure_param(!self.members.is_empty(), "model", || {
+            "the metadata MLP is not trained".into()
+        })
+    }
+
+    /// Trains one network on `xt` (transformed) rows `train`, early-stopped on `val`.
+    #[allow(clippy::too_many_arguments)]
+    fn train_network(
+        &self,
+        xt: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        train: &[usize],
+        val: &[usize],
+        fit: &FitParams,
+        name: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<(Vec<FeedForwardLayer>, TrainReport)> {
+        let map = VarMap::new();
+        let vb = SeededParams::new(&map, fit.seed, &self.device);
+        let mut dims = vec![xt.n_cols()];
+        dims.extend(&self.params.hidden);
+        dims.push(n_classes);
+        let mut layers = Vec::new();
+        for (i, w) in dims.windows(2).enumerate() {
+            let lin = torch_linear(w[0], w[1], &vb.pp(format!("fc{}", i + 1)))?;
+            layers.push(FeedForwardLayer::Linear {
+                weight: lin.weight().clone(),
+                bias: lin.bias().cloned(),
+            });
+            if i + 2 < dims.len() {
+                layers.push(FeedForwardLayer::Activation(Activation::Relu));
+            }
+        }
+        let trainer = MemberTrainer {
+            layers,
+            vars: map.all_vars(),
+            dropout: self.params.dropout,
+            rng: RefCell::new(rng_for(fit.seed, 0xD50)),
+        };
+        let report = fit_classifier_on_rows(
+            name,
+            &trainer,
+            xt,
+            y,
+            train,
+            val,
+            fit,
+            &self.device,
+            progress,
+        )?;
+        Ok((trainer.layers, report))
+    }
+}
+
+impl Classifier for MetadataMlp {
+    fn fit(
+        &mut self,
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        let started = std::time::Instant::now();
+        ensure_param(x.n_rows() == y.len(), "labels", || {
+            format!("{} labels for {} cells", y.len(), x.n_rows())
+        })?;
+        ensure_param(n_classes >= 2, "labels", || {
+            format!("need at least 2 classes, got {n_classes}")
+        })?;
+        let mut sizes: Vec<Option<usize>> = if self.params.select_genes.is_empty() {
+            vec![None]
+        } else {
+            let mut k: Vec<usize> = self
+                .params
+                .select_genes
+                .iter()
+                .map(|&k| k.min(x.n_cols()))
+                .collect();
+            k.sort_unstable();
+            k.dedup();
+            k.into_iter().map(Some).collect()
+        };
+        if sizes.len() > 1 && self.params.validation_fraction == 0.0 {
+            // Without a validation split there is nothing to choose by: keep the largest.
+            sizes.drain(..sizes.len() - 1);
+        }
+        let mut members = Vec::with_capacity(self.params.ensemble);
+        let mut report = TrainReport::default();
+        for m in 0..self.params.ensemble {
+            let fit = self.params.fit_params(m);
+            let (train, val) = if self.params.validation_fraction > 0.0 {
+                inner_split(y, self.params.validation_fraction, fit.seed)
+            } else {
+                ((0..y.len()).collect(), Vec::new())
+            };
+            // Gene selection and scaling see the member's training rows only, so that its
+            // validation loss is honest and can choose the number of genes.
+            let xtr = x.select_rows(&train);
+            let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
+            let mut best: Option<Member> = None;
+            for &k in &sizes {
+                let transform =
+                    InputTransform::fit(&xtr, &ytr, n_classes, k, self.params.standardize)?;
+                let xt = transform.apply(x)?;
+                let name = format!(
+                    "metadata MLP {}/{} ({} genes)",
+                    m + 1,
+                    self.params.ensemble,
+                    transform.genes.len()
+                );
+                let (layers, r) =
+                    self.train_network(&xt, y, n_classes, &train, &val, &fit, &name, progress)?;
+                let val_loss = r
+                    .epochs
+                    .iter()
+                    .filter_map(|e| e.val_loss)
+                    .min_by(|a, b| a.total_cmp(b));
+                report.epochs.extend(r.epochs);
+                report.stopped_early |= r.stopped_early;
+                let better = match (&best, val_loss) {
+                    (None, _) => true,
+                    (Some(b), Some(v)) => b.val_loss.is_some_and(|bv| v < bv),
+                    (Some(_), None) => false,
+                };
+                if better {
+                    best = Some(Member {
+                        transform,
+                        layers,
+                        val_loss,
+                    });
+                }
+            }
+            members.extend(best);
+        }
+        self.members = members;
+        self.n_genes = x.n_cols();
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
+        self.trained()?;
+        ensure_gene_count("metadata MLP", self.n_genes, x.n_cols())?;
+        let nets = self.networks()?;
+        let rows: Vec<usize> = (0..x.n_rows()).collect();
+        let mut values = Vec::new();
+        let mut classes = 0;
+        for chunk in rows.chunks(4096) {
+            let xb = cellident_tensor::batch::dense_rows(x, chunk, &self.device)?;
+            let p = cellident_tensor::nn::softmax(&mean_logits(&nets, &xb)?)?;
+            classes = p.dims2()?.1;
+            values.extend(p.flatten_all()?.to_vec1::<f32>()?);
+        }
+        DenseMatrix::new(x.n_rows(), classes, values)
+    }
+}
+
+impl FeedForward for MetadataMlp {
+    /// Each member with its gene selection and standardisation in front: input = all genes.
+    fn networks(&self) -> Result<Vec<FeedForwardNet>> {
+        self.trained()?;
+        self.members
+            .iter()
+            .map(|m| {
+                let mut layers = m.transform.layers(self.n_genes, &self.device)?;
+                layers.extend(m.layers.iter().cloned());
+                Ok(FeedForwardNet { layers })
+            })
+            .collect()
+    }
+}
+
+/// A stratified inner split (`fraction` of each class with 4 or more samples held out).
+fn inner_split(y: &[u32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::seq::SliceRandom;
+    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, &c) in y.iter().enumerate() {
+        by_class.entry(c).or_default().push(i);
+    }
+    let mut rng = rng_for(seed, 0x1_AA11);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (_, mut m) in by_class {
+        m.shuffle(&mut rng);
+        let k = if m.len() >= 4 {
+            ((m.len() as f64) * fraction).round() as usize
+        } else {
+            0
+        };
+        val.extend_from_slice(&m[..k]);
+        train.extend_from_slice(&m[k..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+impl DifferentiableClassifier for MetadataMlp {
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        mean_logits(&self.networks()?, x)
+    }
+}

@@ -1,0 +1,98 @@
+//! The metadata MLP and its DeepLIFT explanation on the real all_leukemia fixture (128 bulk
+//! samples x the 2000 most variable probes; fixtures/all_leukemia/README.md).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use cellident_explain::{Ranking, Reference, deeplift, rank_genes};
+use cellident_io::{ExpressionDataset, read_mtx_folder};
+use cellident_metadata::{MetadataMlp, MlpParams};
+use cellident_preprocess::LabelEncoder;
+use cellident_tensor::Classifier;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/all_leukemia")
+}
+
+fn labelled(d: &ExpressionDataset, column: &str) -> (ExpressionDataset, Vec<u32>, Vec<String>) {
+    let labels = d.obs().labels(column).unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let codes = enc.transform(&labels);
+    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
+    let y = keep.iter().map(|&i| codes[i].unwrap()).collect();
+    (d.select_cells(&keep).unwrap(), y, enc.classes)
+}
+
+/// Male-specific chromosome-Y probes and XIST (38446_at), from the fixture's chrY_probes.csv.
+fn sex_probes() -> HashSet<String> {
+    let mut r = csv::Reader::from_path(fixture().join("chrY_probes.csv")).unwrap();
+    let mut s: HashSet<String> = r
+        .records()
+        .map(|rec| rec.unwrap())
+        .filter(|rec| &rec[3] == "male-specific")
+        .map(|rec| rec[0].to_string())
+        .collect();
+    s.insert("38446_at".into());
+    s
+}
+
+#[test]
+fn deeplift_of_the_sex_classifier_ranks_sex_chromosome_probes_on_top() {
+    let d = read_mtx_folder(&fixture()).unwrap();
+    let (d, y, classes) = labelled(&d, "sex");
+    assert_eq!(classes, ["F", "M"]);
+    let mut model = MetadataMlp::new(MlpParams::default(), Device::Cpu).unwrap();
+    model.fit_quiet(d.matrix(), &y, classes.len()).unwrap();
+    // Reference: the training mean (the zero of the standardised input the network sees).
+    let reference = Reference::mean_of(d.matrix());
+    let a = deeplift(&model, d.matrix(), &y, &reference, &Device::Cpu).unwrap();
+    // Summation-to-delta on a trained ensemble with gene selection in front.
+    for i in 0..y.len() {
+        let s: f64 = a.scores.row(i).iter().map(|&v| v as f64).sum();
+        let delta = a.delta[i] as f64;
+        assert!(
+            (s - delta).abs() <= 1e-4 * delta.abs().max(1e-2),
+            "{s} vs {delta}"
+        );
+    }
+    // The 20 probes with the largest mean |contribution| over all samples (one "class").
+    let all = vec!["all".to_string()];
+    let top = rank_genes(
+        &a.scores,
+        &vec![0; y.len()],
+        &all,
+        d.gene_ids(),
+        20,
+        Ranking::Absolute,
+    )
+    .unwrap();
+    let probes = sex_probes();
+    let hits: Vec<&str> = top
+        .iter()
+        .filter(|r| probes.contains(&r.gene))
+        .map(|r| r.gene.as_str())
+        .collect();
+    eprintln!("sex probes in the top 20: {hits:?}");
+    assert!(hits.len() >= 3, "sex probes in the top 20: {hits:?}");
+}
+
+#[test]
+fn the_untrained_model_and_bad_parameters_give_clear_errors() {
+    let m = MetadataMlp::new(MlpParams::default(), Device::Cpu).unwrap();
+    let d = read_mtx_folder(&fixture()).unwrap();
+    let e = m.predict(d.matrix()).unwrap_err().to_string();
+    assert!(e.contains("not trained"), "{e}");
+    let e = MetadataMlp::new(
+        MlpParams {
+            dropout: 1.5,
+            ..MlpParams::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dropout"), "{e}");
+}
