@@ -26,7 +26,11 @@ fn cv_accuracy(target: &str) -> f64 {
         rf.fit_quiet(&x.select_rows(train), &ytr, enc.classes.len())
             .unwrap();
         let pred = rf.predict(&x.select_rows(test)).unwrap();
-        let right = test.iter().zip(&pred).filter(|(i, p)| y[**i] == **p).count();
+        let right = test
+            .iter()
+            .zip(&pred)
+            .filter(|(i, p)| y[**i] == **p)
+            .count();
         sum += right as f64 / test.len() as f64;
     }
     sum / folds.len() as f64
