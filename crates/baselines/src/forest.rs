@@ -12,7 +12,7 @@ use cellident_io::CsrMatrix;
 use cellident_tensor::batch::rng_for;
 use cellident_tensor::{
     Classifier, DenseMatrix, Progress, Result, TrainEvent, TrainReport, ensure_gene_count,
-    ensure_param,
+    ensure_labels, ensure_param,
 };
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -341,15 +341,7 @@ impl Classifier for RandomForest {
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
         let started = std::time::Instant::now();
-        ensure_param(x.n_rows() == y.len(), "labels", || {
-            format!("{} labels for {} cells", y.len(), x.n_rows())
-        })?;
-        ensure_param(!y.is_empty(), "labels", || "no training cells".into())?;
-        ensure_param(
-            y.iter().all(|&c| (c as usize) < n_classes),
-            "labels",
-            || format!("a label is not below n_classes = {n_classes}"),
-        )?;
+        ensure_labels(x.n_rows(), y, n_classes)?;
         let (n_cells, n_genes) = (x.n_rows(), x.n_cols());
         // Gene-major dense copy: each split candidate reads one contiguous column.
         let mut xt = vec![0f32; n_cells * n_genes];

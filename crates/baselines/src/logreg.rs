@@ -7,7 +7,7 @@ use cellident_io::CsrMatrix;
 use cellident_tensor::batch::dense_rows;
 use cellident_tensor::{
     Classifier, DenseMatrix, Progress, Result, TrainEvent, TrainReport, ensure_gene_count,
-    ensure_param,
+    ensure_labels, ensure_param,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,14 +74,7 @@ impl Classifier for LogisticRegression {
         n_classes: usize,
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
-        ensure_param(x.n_rows() == y.len() && !y.is_empty(), "labels", || {
-            format!("{} labels for {} cells", y.len(), x.n_rows())
-        })?;
-        ensure_param(
-            y.iter().all(|&c| (c as usize) < n_classes),
-            "labels",
-            || format!("labels must be < {n_classes}"),
-        )?;
+        ensure_labels(x.n_rows(), y, n_classes)?;
         let started = std::time::Instant::now();
         let (n, g, k) = (x.n_rows(), x.n_cols(), n_classes);
         let device = Device::Cpu;

@@ -51,7 +51,8 @@ impl Reference {
         }
     }
 
-    fn rows(&self, genes: usize) -> Result<Vec<Vec<f32>>> {
+    /// The reference profiles, each checked to have `genes` values.
+    pub(crate) fn rows(&self, genes: usize) -> Result<Vec<Vec<f32>>> {
         let rows = match self {
             Reference::Zeros => vec![vec![0f32; genes]],
             Reference::Profile(p) => vec![p.clone()],
@@ -91,7 +92,7 @@ pub fn deeplift(
     let nets = model.networks()?;
     ensure_param(!nets.is_empty(), "model", || "has no networks".into())?;
     let genes = x.n_cols();
-    let refs = rev_tensors(&reference.rows(genes)?, device)?;
+    let refs = row_tensors(&reference.rows(genes)?, device)?;
     let weight = 1.0 / (nets.len() * refs.len()) as f32;
     let mut scores = vec![0f32; x.n_rows() * genes];
     let mut delta = vec![0f32; x.n_rows()];
@@ -122,7 +123,7 @@ pub fn deeplift(
     })
 }
 
-fn rev_tensors(rows: &[Vec<f32>], device: &Device) -> Result<Vec<Tensor>> {
+fn row_tensors(rows: &[Vec<f32>], device: &Device) -> Result<Vec<Tensor>> {
     rows.iter()
         .map(|r| Ok(Tensor::from_vec(r.clone(), (1, r.len()), device)?))
         .collect()

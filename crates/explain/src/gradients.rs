@@ -105,16 +105,7 @@ pub fn integrated_gradients(
     check_targets(x, targets)?;
     ensure_param(steps >= 1, "steps", || "must be at least 1".into())?;
     let genes = x.n_cols();
-    let refs: Vec<Vec<f32>> = match reference {
-        Reference::Zeros => vec![vec![0f32; genes]],
-        Reference::Profile(p) => vec![p.clone()],
-        Reference::Profiles(m) => (0..m.n_rows).map(|i| m.row(i).to_vec()).collect(),
-    };
-    ensure_param(
-        !refs.is_empty() && refs.iter().all(|r| r.len() == genes),
-        "reference",
-        || format!("reference profiles must have {genes} genes"),
-    )?;
+    let refs = reference.rows(genes)?;
     // Trapezoid weights over alpha_k = k / steps.
     let weights: Vec<f32> = (0..=steps)
         .map(|k| {

@@ -87,13 +87,7 @@ pub fn rank_genes(
 
 /// The table as CSV text with a header (`class,rank,gene,score`), quoting fields as needed.
 pub fn rankings_csv(rows: &[GeneRank]) -> String {
-    fn field(s: &str) -> String {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    }
+    use cellident_io::csv_field as field;
     let mut s = String::from("class,rank,gene,score\n");
     for r in rows {
         s.push_str(&format!(

@@ -47,7 +47,7 @@ pub use parquet_format::{
 pub use summary::{ColumnSummary, DatasetSummary, ValueKind, summarize, summarize_parquet};
 pub use table::{Column, ColumnData, Table, format_float};
 pub use tenx::{TenxOptions, TenxVarNames, make_unique, read_10x_folder, write_10x_folder};
-pub use text::write_atomic;
+pub use text::{csv_field, write_atomic};
 
 /// Input formats that [`import`] understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -101,6 +101,16 @@ pub(crate) fn read_tsv_rows(path: &Path) -> Result<Vec<Vec<String>>> {
     Ok(rows)
 }
 
+/// One CSV field: quoted (with inner quotes doubled, RFC 4180) when it holds a comma, a quote,
+/// or a line break; as it is otherwise. For small hand-built tables such as gene rankings.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n']) {
+        std::borrow::Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Writes a file atomically: the content goes to a temporary file in the same folder, which
 /// is renamed over `path` only once everything was written and flushed. A failure leaves no
 /// partial output behind.

@@ -11,7 +11,8 @@ use cellident_tensor::params::{SeededParams, torch_linear};
 use cellident_tensor::{
     Activation, AdamParams, Classifier, DenseMatrix, DifferentiableClassifier, FeedForward,
     FeedForwardLayer, FeedForwardNet, FitParams, LogitNetwork, LrSchedule, Progress, Result,
-    TensorError, TrainReport, ensure_gene_count, ensure_param, fit_classifier_on_rows, mean_logits,
+    TensorError, TrainReport, ensure_gene_count, ensure_labels, ensure_param,
+    fit_classifier_on_rows, mean_logits, stratified_holdout,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -130,7 +131,7 @@ struct InputTransform {
 }
 
 impl InputTransform {
-    /// Fitted on the rows `rows` of `x` only.
+    /// Gene selection (top `k` by F, all genes when `None`) and scaling, fitted on `x` and `y`.
     fn fit(
         x: &CsrMatrix,
         y: &[u32],
@@ -360,9 +361,7 @@ impl Classifier for MetadataMlp {
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
         let started = std::time::Instant::now();
-        ensure_param(x.n_rows() == y.len(), "labels", || {
-            format!("{} labels for {} cells", y.len(), x.n_rows())
-        })?;
+        ensure_labels(x.n_rows(), y, n_classes)?;
         ensure_param(n_classes >= 2, "labels", || {
             format!("need at least 2 classes, got {n_classes}")
         })?;
@@ -388,7 +387,12 @@ impl Classifier for MetadataMlp {
         for m in 0..self.params.ensemble {
             let fit = self.params.fit_params(m);
             let (train, val) = if self.params.validation_fraction > 0.0 {
-                inner_split(y, self.params.validation_fraction, fit.seed)
+                // Its own stream, so the split differs from the one `fit_classifier` would draw.
+                stratified_holdout(
+                    y,
+                    self.params.validation_fraction,
+                    &mut rng_for(fit.seed, 0x1_AA11),
+                )
             } else {
                 ((0..y.len()).collect(), Vec::new())
             };
@@ -467,30 +471,6 @@ impl FeedForward for MetadataMlp {
             })
             .collect()
     }
-}
-
-/// A stratified inner split (`fraction` of each class with 4 or more samples held out).
-fn inner_split(y: &[u32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    use rand::seq::SliceRandom;
-    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
-    for (i, &c) in y.iter().enumerate() {
-        by_class.entry(c).or_default().push(i);
-    }
-    let mut rng = rng_for(seed, 0x1_AA11);
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for (_, mut m) in by_class {
-        m.shuffle(&mut rng);
-        let k = if m.len() >= 4 {
-            ((m.len() as f64) * fraction).round() as usize
-        } else {
-            0
-        };
-        val.extend_from_slice(&m[..k]);
-        train.extend_from_slice(&m[k..]);
-    }
-    train.sort_unstable();
-    val.sort_unstable();
-    (train, val)
 }
 
 impl DifferentiableClassifier for MetadataMlp {

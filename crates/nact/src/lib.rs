@@ -18,8 +18,8 @@ use cellident_io::CsrMatrix;
 use cellident_tensor::batch::dense_rows;
 use cellident_tensor::{
     AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams, LogitNetwork,
-    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_gene_count, ensure_param,
-    fit_classifier, predict_proba,
+    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_gene_count, ensure_labels,
+    ensure_param, fit_classifier, predict_proba,
 };
 use serde::{Deserialize, Serialize};
 
@@ -266,11 +266,7 @@ impl Classifier for Nact {
         n_classes: usize,
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
-        ensure_param(
-            y.iter().all(|&c| (c as usize) < n_classes),
-            "labels",
-            || format!("labels must be < {n_classes}"),
-        )?;
+        ensure_labels(x.n_rows(), y, n_classes)?;
         self.build(x.n_cols(), n_classes)?;
         let trainer = Trainer {
             net: self.net()?,
@@ -363,6 +359,7 @@ impl Classifier for Actinn {
         n_classes: usize,
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
+        ensure_labels(x.n_rows(), y, n_classes)?;
         self.vars = VarMap::new();
         let params = layers::SeededParams::new(&self.vars, self.params.seed, &self.device);
         self.net = Some(ActinnNetwork::new(x.n_cols(), n_classes, &params)?);

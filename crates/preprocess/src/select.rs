@@ -11,14 +11,7 @@ use crate::{Result, ensure};
 /// every class (zero within-class variance) get `f64::INFINITY` when the class means differ and
 /// `0` when the gene is constant overall (scikit-learn returns `inf` and `nan`).
 pub fn anova_f(x: &CsrMatrix, y: &[u32], n_classes: usize) -> Result<Vec<f64>> {
-    ensure(x.n_rows() == y.len(), "labels", || {
-        format!("{} labels for {} cells", y.len(), x.n_rows())
-    })?;
-    ensure(
-        y.iter().all(|&c| (c as usize) < n_classes),
-        "labels",
-        || format!("a label is not below n_classes = {n_classes}"),
-    )?;
+    cellident_tensor::ensure_labels(x.n_rows(), y, n_classes)?;
     let mut size = vec![0f64; n_classes];
     for &c in y {
         size[c as usize] += 1.0;

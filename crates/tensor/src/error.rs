@@ -49,6 +49,20 @@ pub fn ensure_param(ok: bool, name: &'static str, message: impl FnOnce() -> Stri
     }
 }
 
+/// Fails unless `y` holds one class index below `n_classes` for each of `n_cells` cells, and at
+/// least one: the check every `Classifier::fit` starts with.
+pub fn ensure_labels(n_cells: usize, y: &[u32], n_classes: usize) -> Result<()> {
+    ensure_param(n_cells == y.len(), "labels", || {
+        format!("{} labels for {n_cells} cells", y.len())
+    })?;
+    ensure_param(!y.is_empty(), "labels", || "no training cells".into())?;
+    ensure_param(
+        y.iter().all(|&c| (c as usize) < n_classes),
+        "labels",
+        || format!("a label is not below n_classes = {n_classes}"),
+    )
+}
+
 /// Fails unless a model with `expected` input genes is given data with as many columns; the
 /// message says how to fix it.
 pub fn ensure_gene_count(model: &str, expected: usize, got: usize) -> Result<()> {

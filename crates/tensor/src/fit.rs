@@ -58,17 +58,21 @@ pub trait LogitNetwork {
     fn vars(&self) -> Vec<Var>;
 }
 
-/// Splits `rows` into (train, validation) stratified by class, seeded.
-fn holdout(y: &[u32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+/// Splits the cells into (train, validation) stratified by class: `round(fraction * n)` of
+/// each class with 4 or more cells is held out, chosen by shuffling with `rng`. Both lists sorted.
+pub fn stratified_holdout(
+    y: &[u32],
+    fraction: f64,
+    rng: &mut rand::rngs::StdRng,
+) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
     for (i, &c) in y.iter().enumerate() {
         by_class.entry(c).or_default().push(i);
     }
-    let mut rng = rng_for(seed, 0xA11D);
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (_, mut m) in by_class {
-        m.shuffle(&mut rng);
+        m.shuffle(rng);
         let k = if m.len() >= 4 {
             ((m.len() as f64) * fraction).round() as usize
         } else {
@@ -109,12 +113,15 @@ pub fn fit_classifier(
     device: &Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainReport> {
+    // Checked before the split (which relies on a valid fraction); the labels are checked
+    // by `fit_classifier_on_rows`.
     params.check()?;
-    ensure_param(x.n_rows() == y.len(), "labels", || {
-        format!("{} labels for {} cells", y.len(), x.n_rows())
-    })?;
     let (train, val) = if params.validation_fraction > 0.0 {
-        holdout(y, params.validation_fraction, params.seed)
+        stratified_holdout(
+            y,
+            params.validation_fraction,
+            &mut rng_for(params.seed, 0xA11D),
+        )
     } else {
         ((0..y.len()).collect(), Vec::new())
     };

@@ -31,9 +31,12 @@ pub use checkpoint::{
     Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, save_checkpoint,
 };
 pub use device::{DeviceChoice, set_threads, threads};
-pub use error::{Result, TensorError, ensure_gene_count, ensure_param};
+pub use error::{Result, TensorError, ensure_gene_count, ensure_labels, ensure_param};
 pub use feedforward::{Activation, FeedForward, FeedForwardLayer, FeedForwardNet, mean_logits};
-pub use fit::{FitParams, LogitNetwork, fit_classifier, fit_classifier_on_rows, predict_proba};
+pub use fit::{
+    FitParams, LogitNetwork, fit_classifier, fit_classifier_on_rows, predict_proba,
+    stratified_holdout,
+};
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
     EarlyStopping, EpochRecord, LrSchedule, NoProgress, Progress, RecordProgress, StopDecision,

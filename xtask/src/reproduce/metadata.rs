@@ -32,8 +32,8 @@ pub struct MetadataData {
     pub y: Vec<u32>,
     pub classes: Vec<String>,
     pub genes: Vec<String>,
-    /// Group of each sample when the task names a group column.
-    pub groups: Option<(Vec<u32>, Vec<String>)>,
+    /// When the task names a group column: its name, each sample's group, the group names.
+    pub groups: Option<(String, Vec<u32>, Vec<String>)>,
     pub config: serde_json::Value,
 }
 
@@ -107,13 +107,14 @@ pub fn metadata_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Metada
                 .enumerate()
                 .map(|(i, c)| c.with_context(|| format!("sample {i} has no '{col}' group")))
                 .collect::<Result<_>>()?;
-            Some((gc, genc.classes))
+            Some((col.clone(), gc, genc.classes))
         }
         None => None,
     };
     let config = json!({
         "target": spec.label,
         "target_kind": kind,
+        "groups": spec.groups,
         "classes": enc.classes,
         "n_samples": y.len(),
         "n_genes": d.n_genes(),
@@ -137,10 +138,10 @@ fn folds(m: &MetadataData, seed: u64) -> Result<FoldList> {
         .into_iter()
         .map(|(tr, te)| (format!("stratified_{FOLDS}fold"), None, tr, te))
         .collect();
-    if let Some((g, names)) = &m.groups {
+    if let Some((column, g, names)) = &m.groups {
         for (group, tr, te) in leave_one_group_out(g)? {
             out.push((
-                "leave_one_group_out".into(),
+                format!("leave_one_{column}_out"),
                 Some(names[group as usize].clone()),
                 tr,
                 te,
@@ -175,7 +176,7 @@ fn cross_validate<M: Classifier>(
         let t = Instant::now();
         let pred = model.predict(&m.x.select_rows(&test))?;
         let predict_seconds = t.elapsed().as_secs_f64();
-        let fitted = after(&model, split.starts_with("stratified"), &train, &test)?;
+        let fitted = after(&model, held_out.is_none(), &train, &test)?;
         let mut config = m.config.clone();
         if let Some(f) = fitted {
             config["fitted"] = f;
@@ -188,6 +189,7 @@ fn cross_validate<M: Classifier>(
             config["held_out_group"] = json!(g);
         }
         if !report.epochs.is_empty() {
+            // Summed over every network the model trained (ensemble members x gene-set sizes).
             config["epochs_trained"] = json!(report.epochs.len());
         }
         out.push(RunOutput {
@@ -196,13 +198,7 @@ fn cross_validate<M: Classifier>(
             predict_seconds,
             config,
             folds: true,
-            split: Some(match &m.groups {
-                Some(_) if split == "leave_one_group_out" => format!(
-                    "leave_one_{}_out",
-                    m.config["groups"].as_str().unwrap_or("group")
-                ),
-                _ => split,
-            }),
+            split: Some(split),
         });
     }
     Ok(out)
@@ -214,8 +210,7 @@ pub fn run_rf(
     seed: u64,
     _ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
-    let mut m = metadata_data(data, spec)?;
-    m.config["groups"] = json!(spec.groups);
+    let m = metadata_data(data, spec)?;
     let params = RandomForestParams {
         seed,
         ..Default::default()
@@ -237,8 +232,7 @@ pub fn run_mlp(
     seed: u64,
     ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
-    let mut m = metadata_data(data, spec)?;
-    m.config["groups"] = json!(spec.groups);
+    let m = metadata_data(data, spec)?;
     let params = mlp_params(seed)?;
     // Out-of-fold DeepLIFT: each sample is explained (towards its own class) by the model of the
     // fold that held it out, against that fold's training mean — the zero of the standardised

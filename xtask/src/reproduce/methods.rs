@@ -368,13 +368,7 @@ fn run_rf(
 
 /// Writes a tidy ranking (`cell_type,rank,gene,score`) as CSV, atomically.
 fn write_ranking(path: &std::path::Path, rows: &[GeneScore]) -> Result<()> {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    use cellident_io::csv_field as quote;
     let mut text = String::from("cell_type,rank,gene,score\n");
     for r in rows {
         text.push_str(&format!(
