@@ -1,8 +1,8 @@
 //! cellident-metrics owns the scores every method is judged by: classification (accuracy,
 //! balanced accuracy, macro/weighted F1, per-class precision/recall/F1, confusion matrix) and
 //! clustering (adjusted Rand index, normalized and adjusted mutual information, Hungarian
-//! clustering accuracy, silhouette). Each equals scikit-learn 1.x to 1e-9 (the tests record the
-//! scikit-learn call behind every expected number).
+//! clustering accuracy, silhouette) and profile similarity (Pearson, Spearman). Each equals
+//! scikit-learn 1.x / scipy to 1e-9 (the tests record the call behind every expected number).
 //!
 //! Labels are `u32` slices (class or cluster indices, any values). Every label-based score is
 //! computed from one [`Contingency`] table in O(n + k_true * k_pred). This crate depends on no
@@ -11,6 +11,7 @@
 mod classification;
 mod clustering;
 mod contingency;
+mod correlation;
 mod hungarian;
 
 pub use classification::{
@@ -22,6 +23,7 @@ pub use clustering::{
     normalized_mutual_information, silhouette_score,
 };
 pub use contingency::Contingency;
+pub use correlation::{average_ranks, pearson_correlation, spearman_correlation};
 pub use hungarian::max_weight_assignment;
 
 /// Errors of the metric functions.

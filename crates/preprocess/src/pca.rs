@@ -186,6 +186,26 @@ impl Pca {
     }
 }
 
+impl Pca {
+    /// Maps scores `[cells, n_components]` back to gene space, `scores V + mean`
+    /// (`[cells, genes]`): the rank-`n_components` reconstruction, as scikit-learn's
+    /// `PCA.inverse_transform` (without whitening).
+    pub fn inverse_transform(&self, scores: &DenseMatrix) -> Result<DenseMatrix> {
+        ensure(scores.n_cols == self.n_components, "scores", || {
+            format!(
+                "PCA has {} components, scores have {} columns",
+                self.n_components, scores.n_cols
+            )
+        })?;
+        let device = Device::Cpu;
+        let w = Tensor::from_slice(&self.components, (self.n_components, self.n_genes), &device)?;
+        let x = tensor(scores, &device)?
+            .matmul(&w)?
+            .broadcast_add(&Tensor::from_slice(&self.mean, (1, self.n_genes), &device)?)?;
+        Ok(DenseMatrix::from_tensor(&x)?)
+    }
+}
+
 /// Orthonormal basis of the columns of `y` (`[n, l]`, f32) by `passes` rounds of Cholesky QR
 /// in f64 (two rounds = CholeskyQR2).
 fn orthonormalize(y: &Tensor, passes: usize) -> Result<Tensor> {
@@ -331,5 +351,23 @@ mod tests {
         }
         let scores = pca.transform(&x).unwrap();
         assert_eq!((scores.n_rows, scores.n_cols), (n, 3));
+        // Two components reconstruct rank-2 data exactly (up to f32 rounding).
+        let two = Pca::fit(
+            &x,
+            &PcaParams {
+                n_components: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let back = two.inverse_transform(&two.transform(&x).unwrap()).unwrap();
+        let worst = back
+            .values
+            .iter()
+            .zip(&x.values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "largest reconstruction error {worst}");
+        assert!(two.inverse_transform(&scores).is_err());
     }
 }

@@ -288,18 +288,11 @@ pub fn run_mlp(
 /// The MLP recipe; `CELLIDENT_MLP_PARAMS` (JSON, any subset of fields) overrides it for
 /// experiments, and the config of every record says what ran.
 fn mlp_params(seed: u64) -> Result<MlpParams> {
-    let mut v = serde_json::to_value(MlpParams {
-        seed,
-        ..MlpParams::default()
-    })?;
-    if let Ok(text) = std::env::var("CELLIDENT_MLP_PARAMS") {
-        let over: serde_json::Value =
-            serde_json::from_str(&text).context("CELLIDENT_MLP_PARAMS is not JSON")?;
-        if let (Some(base), Some(over)) = (v.as_object_mut(), over.as_object()) {
-            for (k, val) in over {
-                base.insert(k.clone(), val.clone());
-            }
-        }
-    }
-    serde_json::from_value(v).context("CELLIDENT_MLP_PARAMS has an invalid field")
+    super::methods::with_env_override(
+        MlpParams {
+            seed,
+            ..MlpParams::default()
+        },
+        "CELLIDENT_MLP_PARAMS",
+    )
 }

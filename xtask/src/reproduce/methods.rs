@@ -63,12 +63,8 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
             m("kmeans", Some(run_kmeans as Runner), ""),
         ],
         "embed" => vec![
-            m("cic", None, "CIC lands with the cellident-cic issue"),
-            m(
-                "pca",
-                None,
-                "PCA-30 reconstruction baseline lands with the cellident-cic issue",
-            ),
+            m("cic", Some(super::embed::run_cic as Runner), ""),
+            m("pca", Some(super::embed::run_pca as Runner), ""),
         ],
         "metadata" => vec![
             m("mlp", Some(super::metadata::run_mlp as Runner), ""),
@@ -76,6 +72,26 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
         ],
         other => bail!("unknown task '{other}' (expected annotate, cluster, embed or metadata)"),
     })
+}
+
+/// `base` with the fields of the JSON object in the environment variable `var` (if set)
+/// replaced: how experiments try other hyper-parameters without editing code.
+pub(super) fn with_env_override<T>(base: T, var: &str) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    use anyhow::Context as _;
+    let mut v = serde_json::to_value(base)?;
+    if let Ok(text) = std::env::var(var) {
+        let over: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{var} is not JSON"))?;
+        if let (Some(base), Some(over)) = (v.as_object_mut(), over.as_object()) {
+            for (k, val) in over {
+                base.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    serde_json::from_value(v).with_context(|| format!("{var} has an invalid field"))
 }
 
 /// Labels of the cells that have one, encoded in sorted class order.

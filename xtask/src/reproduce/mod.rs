@@ -3,6 +3,7 @@
 //! regression check against committed expected metrics.
 
 mod check;
+mod embed;
 mod markers;
 mod metadata;
 mod methods;
