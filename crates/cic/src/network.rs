@@ -115,28 +115,8 @@ impl CicNetwork {
     }
 }
 
-/// Sets the variable `name` of `vars` to `values` (same shape).
-pub(crate) fn set_var(vars: &VarMap, name: &str, values: &[f32]) -> Result<()> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| cellident_tensor::TensorError::InvalidParam {
-            name: "parameters",
-            message: "lock poisoned".into(),
-        })?;
-    let var: &Var = data
-        .get(name)
-        .ok_or_else(|| cellident_tensor::TensorError::InvalidParam {
-            name: "parameters",
-            message: format!("no parameter named {name}"),
-        })?;
-    let t = Tensor::from_slice(values, var.shape(), var.device())?;
-    var.set(&t)?;
-    Ok(())
-}
-
-/// The values of variable `name` of `vars`, row-major.
-fn var_values(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
+/// Runs `f` on the variable `name` of `vars` (an error names a missing variable).
+fn with_var<T>(vars: &VarMap, name: &str, f: impl FnOnce(&Var) -> Result<T>) -> Result<T> {
     let data = vars
         .data()
         .lock()
@@ -150,7 +130,23 @@ fn var_values(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
             name: "parameters",
             message: format!("no parameter named {name}"),
         })?;
-    Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+    f(var)
+}
+
+/// Sets the variable `name` of `vars` to `values` (same shape).
+pub(crate) fn set_var(vars: &VarMap, name: &str, values: &[f32]) -> Result<()> {
+    with_var(vars, name, |var| {
+        let t = Tensor::from_slice(values, var.shape(), var.device())?;
+        var.set(&t)?;
+        Ok(())
+    })
+}
+
+/// The values of variable `name` of `vars`, row-major.
+fn var_values(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
+    with_var(vars, name, |var| {
+        Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+    })
 }
 
 /// Puts the autoencoder at the PCA solution (see `CicInit::Pca`): for each component `j` with

@@ -16,7 +16,7 @@ use cellident_tensor::{CheckParams, Classifier, DenseMatrix, Embedder};
 use serde_json::json;
 
 use super::TaskSpec;
-use super::methods::{ProgressBar, RunContext, RunOutput, classification_metrics, labelled};
+use super::methods::{ProgressBar, RunContext, RunOutput, classification_metrics, labelled, pick};
 
 const FOLDS: usize = 5;
 /// A cell type takes part in the unseen-type experiment when it has at least this many cells.
@@ -64,10 +64,6 @@ fn embed_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<EmbedData> {
     })
 }
 
-fn pick(y: &[u32], rows: &[usize]) -> Vec<u32> {
-    rows.iter().map(|&i| y[i]).collect()
-}
-
 /// CIC's recipe; `CELLIDENT_CIC_PARAMS` (JSON, any subset of fields) overrides it for
 /// experiments, and every record's config says what ran.
 fn cic_params(seed: u64) -> Result<CicParams> {
@@ -106,7 +102,7 @@ fn reconstruction_metrics(codec: &dyn Codec, x: &CsrMatrix) -> Result<(f64, f64)
 }
 
 /// A codec trained on `train` rows (labels given for the classifier autoencoder).
-type Fit<'a, C> = dyn FnMut(&CsrMatrix, &[u32], usize) -> Result<C> + 'a;
+type Fit<'a, C> = dyn Fn(&CsrMatrix, &[u32], usize) -> Result<C> + 'a;
 
 /// Predicted classes of the test cells: `(model, train x, test x, train labels)`.
 type Classify<C> = dyn Fn(&C, &CsrMatrix, &CsrMatrix, &[u32]) -> Result<Vec<u32>>;
@@ -115,8 +111,8 @@ type Classify<C> = dyn Fn(&C, &CsrMatrix, &CsrMatrix, &[u32]) -> Result<Vec<u32>
 fn evaluate<C: Codec>(
     e: &EmbedData,
     seed: u64,
-    fit: &mut Fit<'_, C>,
-    fit_unsupervised: &mut Fit<'_, C>,
+    fit: &Fit<'_, C>,
+    fit_unsupervised: &Fit<'_, C>,
     classify: &Classify<C>,
     first_fold: &mut dyn FnMut(&C) -> Result<()>,
     model_config: serde_json::Value,
@@ -208,13 +204,13 @@ pub fn run_cic(
     let params = cic_params(seed)?;
     let config = params.check()?;
     let p = config.clone();
-    let mut fit = |x: &CsrMatrix, y: &[u32], c: usize| -> Result<Cic> {
+    let fit = |x: &CsrMatrix, y: &[u32], c: usize| -> Result<Cic> {
         let mut m = Cic::new(p.clone(), candle_core::Device::Cpu);
         m.fit(x, y, c, &mut ProgressBar::new("CIC"))?;
         Ok(m)
     };
     let p = config.clone();
-    let mut fit_ae = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<Cic> {
+    let fit_ae = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<Cic> {
         let mut m = Cic::new(p.clone(), candle_core::Device::Cpu);
         m.fit_autoencoder(x, &mut ProgressBar::new("CIC autoencoder"))?;
         Ok(m)
@@ -229,8 +225,8 @@ pub fn run_cic(
     evaluate(
         &e,
         seed,
-        &mut fit,
-        &mut fit_ae,
+        &fit,
+        &fit_ae,
         &classify,
         &mut side,
         serde_json::to_value(&params)?,
@@ -291,10 +287,8 @@ pub fn run_pca(
     // The same gene selection and code size as CIC.
     let cic = cic_params(seed)?;
     let (n_top, k) = (cic.n_top_genes, cic.code_dim);
-    let mut fit = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<PcaCodec> {
-        Ok(PcaCodec::fit(x, n_top, k, seed)?)
-    };
-    let mut fit_again = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<PcaCodec> {
+    // PCA ignores the labels: the same fit serves the folds and the unseen-type runs.
+    let fit = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<PcaCodec> {
         Ok(PcaCodec::fit(x, n_top, k, seed)?)
     };
     let n_classes = e.classes.len();
@@ -309,8 +303,8 @@ pub fn run_pca(
     evaluate(
         &e,
         seed,
-        &mut fit,
-        &mut fit_again,
+        &fit,
+        &fit,
         &classify,
         &mut |_| Ok(()),
         json!({"n_top_genes": n_top, "n_components": k, "scaling": "min-max [0, 1] per gene over the training cells", "classifier": "logistic regression on the PCA scores (cellident-baselines defaults)"}),

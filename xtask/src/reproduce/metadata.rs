@@ -19,7 +19,7 @@ use cellident_tensor::{Classifier, DenseMatrix};
 use serde_json::json;
 
 use super::TaskSpec;
-use super::methods::{ProgressBar, RunContext, RunOutput, classification_metrics};
+use super::methods::{ProgressBar, RunContext, RunOutput, classification_metrics, pick};
 
 /// Folds of the stratified cross-validation (anchors.md §C uses 5).
 const FOLDS: usize = 5;
@@ -149,10 +149,6 @@ fn folds(m: &MetadataData, seed: u64) -> Result<FoldList> {
         }
     }
     Ok(out)
-}
-
-fn pick(y: &[u32], rows: &[usize]) -> Vec<u32> {
-    rows.iter().map(|&i| y[i]).collect()
 }
 
 /// Cross-validates `make()` models; `after` sees each fitted stratified fold (for attributions).

@@ -94,6 +94,11 @@ where
     serde_json::from_value(v).with_context(|| format!("{var} has an invalid field"))
 }
 
+/// The labels of `rows`, in that order.
+pub(super) fn pick(y: &[u32], rows: &[usize]) -> Vec<u32> {
+    rows.iter().map(|&i| y[i]).collect()
+}
+
 /// Labels of the cells that have one, encoded in sorted class order.
 pub(super) fn labelled(
     data: &ExpressionDataset,
@@ -205,13 +210,12 @@ fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Annotat
         bail!("expected sparse data")
     };
     let (train, test) = cellident_preprocess::stratified_split(&y, 0.2, 0)?;
-    let pick = |rows: &[usize]| rows.iter().map(|&i| y[i]).collect::<Vec<u32>>();
     let config = json!({"preprocessing": params, "split": "stratified 80/20, seed 0", "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len()});
     Ok(AnnotationData {
         xtr: p.matrix().select_rows(&train),
-        ytr: pick(&train),
+        ytr: pick(&y, &train),
         xte: p.matrix().select_rows(&test),
-        yte: pick(&test),
+        yte: pick(&y, &test),
         all: p,
         y,
         classes: enc.classes,
