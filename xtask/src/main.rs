@@ -8,10 +8,32 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc still hands freed pages back to the OS after 1 s (its `purge_delay`), and candle's
+/// per-op tensors of a few MB then fault in fresh zeroed pages on every training step: a third
+/// of CICL's step time went to `clear_page` (docs/benchmarks.md). Never purging keeps the
+/// process's peak, which training reaches anyway.
+#[allow(unsafe_code)]
+mod allocator {
+    use std::ffi::{c_int, c_long};
+
+    // mimalloc's `mi_option_purge_delay` (mimalloc.h, option 15 of `mi_option_t`).
+    const MI_OPTION_PURGE_DELAY: c_int = 15;
+
+    unsafe extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+    }
+
+    pub fn keep_freed_pages() {
+        // SAFETY: mi_option_set only stores an integer in mimalloc's option table; it is
+        // linked in by the mimalloc global allocator above, and -1 is its documented "never".
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    }
+}
+
 mod fixtures;
 mod reproduce;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,9 +53,10 @@ enum Task {
         /// Folder of datasets in the ../shared/datasets layout.
         #[arg(long, default_value = "fixtures")]
         data_dir: PathBuf,
-        /// Suite file: dataset -> task -> label column.
-        #[arg(long, default_value = "reproduce/suite.toml")]
-        suite: PathBuf,
+        /// Suite file: dataset -> task -> label column (default: reproduce/fixtures.toml for
+        /// the fixtures, reproduce/suite.toml for any other --data-dir).
+        #[arg(long)]
+        suite: Option<PathBuf>,
         /// Output folder.
         #[arg(long, default_value = "out/reproduce")]
         out: PathBuf,
@@ -74,6 +97,7 @@ enum Task {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::keep_freed_pages();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -107,6 +131,13 @@ fn run(cli: Cli) -> Result<()> {
                     p
                 }
             };
+            let suite = suite.unwrap_or_else(|| {
+                if data_dir == Path::new("fixtures") {
+                    PathBuf::from("reproduce/fixtures.toml")
+                } else {
+                    PathBuf::from("reproduce/suite.toml")
+                }
+            });
             reproduce::run(&reproduce::ReproduceOptions {
                 data_dir: at_root(data_dir),
                 suite: at_root(suite),

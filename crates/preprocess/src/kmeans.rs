@@ -57,7 +57,7 @@ fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
 
 /// Clusters the rows of `x` (`[n, dim]`).
 pub fn kmeans(x: &DenseMatrix, p: &KMeansParams) -> Result<KMeansResult> {
-    let (n, dim) = (x.n_rows, x.n_cols);
+    let n = x.n_rows;
     ensure(p.k >= 1 && p.k <= n, "k", || {
         format!(
             "must be between 1 and the number of points ({n}), got {}",
@@ -65,7 +65,50 @@ pub fn kmeans(x: &DenseMatrix, p: &KMeansParams) -> Result<KMeansResult> {
         )
     })?;
     ensure(p.n_init >= 1, "n_init", || "must be at least 1".into())?;
-    // Tolerance relative to the data's scale, as scikit-learn.
+    let tol = absolute_tol(x, p.tol);
+    let mut best: Option<KMeansResult> = None;
+    for run in 0..p.n_init {
+        let mut rng = cellident_tensor::batch::rng_for(p.seed, 1000 + run as u64);
+        let init = kmeans_plus_plus(x, p.k, &mut rng);
+        let r = lloyd(x, init, p.k, p.max_iter, tol);
+        if best.as_ref().is_none_or(|b| r.inertia < b.inertia) {
+            best = Some(r);
+        }
+    }
+    best.ok_or_else(|| crate::PreprocessError::Data("k-means produced no result".into()))
+}
+
+/// Lloyd iterations on the rows of `x` starting from the given centres (`[k, dim]` row-major):
+/// the warm start that CICL's iterated clustering uses to follow its moving embedding.
+/// `tol` and `max_iter` as in [`KMeansParams`].
+pub fn kmeans_from(
+    x: &DenseMatrix,
+    centres: &[f32],
+    max_iter: usize,
+    tol: f64,
+) -> Result<KMeansResult> {
+    let dim = x.n_cols;
+    ensure(
+        dim > 0 && !centres.is_empty() && centres.len().is_multiple_of(dim),
+        "centres",
+        || format!("{} values are not k rows of {dim}", centres.len()),
+    )?;
+    let k = centres.len() / dim;
+    ensure(k <= x.n_rows, "centres", || {
+        format!("{k} centres for {} points", x.n_rows)
+    })?;
+    Ok(lloyd(
+        x,
+        centres.to_vec(),
+        k,
+        max_iter.max(1),
+        absolute_tol(x, tol),
+    ))
+}
+
+/// scikit-learn's tolerance: `tol` times the mean per-feature variance of `x`.
+fn absolute_tol(x: &DenseMatrix, tol: f64) -> f64 {
+    let (n, dim) = (x.n_rows, x.n_cols);
     let mut mean = vec![0f64; dim];
     for row in x.values.chunks_exact(dim) {
         for (m, &v) in mean.iter_mut().zip(row) {
@@ -78,17 +121,7 @@ pub fn kmeans(x: &DenseMatrix, p: &KMeansParams) -> Result<KMeansResult> {
             var_sum += (v as f64 - m).powi(2);
         }
     }
-    let tol = p.tol * var_sum / (n as f64 * dim as f64);
-    let mut best: Option<KMeansResult> = None;
-    for run in 0..p.n_init {
-        let mut rng = cellident_tensor::batch::rng_for(p.seed, 1000 + run as u64);
-        let init = kmeans_plus_plus(x, p.k, &mut rng);
-        let r = lloyd(x, init, p.k, p.max_iter, tol);
-        if best.as_ref().is_none_or(|b| r.inertia < b.inertia) {
-            best = Some(r);
-        }
-    }
-    best.ok_or_else(|| crate::PreprocessError::Data("k-means produced no result".into()))
+    tol * var_sum / (n as f64 * dim as f64)
 }
 
 /// Greedy k-means++ (Arthur & Vassilvitskii 2007) with `2 + ln k` local trials per centre.

@@ -27,7 +27,7 @@ pub mod select;
 pub mod split;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
-pub use kmeans::{KMeansParams, KMeansResult, kmeans};
+pub use kmeans::{KMeansParams, KMeansResult, kmeans, kmeans_from};
 pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_total};
 pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, Step};

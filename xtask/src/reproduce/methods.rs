@@ -33,6 +33,8 @@ pub struct RunOutput {
 /// Where a run may write its side outputs (rankings, tables): `<out>/<dataset>/<target>/`.
 pub struct RunContext {
     pub dir: std::path::PathBuf,
+    /// The suite's parameter overrides for this method (a JSON object), if any.
+    pub params: Option<serde_json::Value>,
 }
 
 type Runner = fn(&ExpressionDataset, &TaskSpec, u64, &RunContext) -> Result<Vec<RunOutput>>;
@@ -54,7 +56,7 @@ pub fn for_task(task: &str) -> Result<Vec<Method>> {
             m("rf", Some(run_rf as Runner), ""),
         ],
         "cluster" => vec![
-            m("cicl", None, "CICL lands with the cellident-cicl issue"),
+            m("cicl", Some(super::cluster::run_cicl as Runner), ""),
             m(
                 "leiden",
                 None,
@@ -80,18 +82,33 @@ pub(super) fn with_env_override<T>(base: T, var: &str) -> Result<T>
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
+    with_overrides(base, None, var)
+}
+
+/// `base` with the suite's overrides (`suite`, a JSON object) and then those of the environment
+/// variable `var` applied, field by field.
+pub(super) fn with_overrides<T>(base: T, suite: Option<&serde_json::Value>, var: &str) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
     use anyhow::Context as _;
     let mut v = serde_json::to_value(base)?;
-    if let Ok(text) = std::env::var(var) {
-        let over: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{var} is not JSON"))?;
+    let env = match std::env::var(var) {
+        Ok(text) => Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("{var} is not JSON"))?,
+        ),
+        Err(_) => None,
+    };
+    for over in suite.into_iter().chain(env.as_ref()) {
         if let (Some(base), Some(over)) = (v.as_object_mut(), over.as_object()) {
             for (k, val) in over {
                 base.insert(k.clone(), val.clone());
             }
         }
     }
-    serde_json::from_value(v).with_context(|| format!("{var} has an invalid field"))
+    serde_json::from_value(v)
+        .with_context(|| format!("the suite's parameters or {var} have an invalid field"))
 }
 
 /// The labels of `rows`, in that order.
@@ -119,7 +136,7 @@ pub(super) fn labelled(
 
 /// The scanpy-style recipe shared by every benchmark: counts are normalised to 1e4 and logged,
 /// logged data are used as they are; then the top 2000 `seurat` HVGs (all genes when fewer).
-fn log_hvg_recipe(d: &ExpressionDataset) -> PipelineParams {
+pub(super) fn log_hvg_recipe(d: &ExpressionDataset) -> PipelineParams {
     let is_counts = looks_like_counts(d.matrix());
     let logged = looks_log_transformed(d.matrix());
     PipelineParams {

@@ -3,6 +3,7 @@
 //! regression check against committed expected metrics.
 
 mod check;
+mod cluster;
 mod embed;
 mod markers;
 mod metadata;
@@ -28,6 +29,10 @@ pub struct TaskSpec {
     /// leave-one-group-out, the study's "completely new data set" test.
     #[serde(default)]
     pub groups: Option<String>,
+    /// Per-method parameter overrides (method id -> fields of its params), e.g.
+    /// `params = { cicl = { epochs = 4 } }` in the fixture suite's time budget.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +117,7 @@ fn jobs(o: &ReproduceOptions) -> Result<Vec<Job>> {
                 task: task.clone(),
                 label: label.clone(),
                 groups: o.groups.clone(),
+                params: Default::default(),
             },
         }]);
     }
@@ -194,6 +200,7 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
                 reset_peak_rss();
                 let ctx = methods::RunContext {
                     dir: o.out.join(&job.name).join(&job.spec.label),
+                    params: job.spec.params.get(method.id).cloned(),
                 };
                 let run = runner(&data, &job.spec, seed, &ctx)
                     .with_context(|| format!("{} / {} / {}", job.name, job.spec.task, method.id))?;

@@ -1,0 +1,96 @@
+//! Experiment driver behind the tables of docs/cicl.md: CICL on one dataset folder (Matrix
+//! Market layout) with the reproduce recipe (normalise + log1p for counts, top 2000 seurat HVGs),
+//! printing per-epoch loss, the label movement at each re-fit, and ARI/NMI of the first k-means,
+//! the model's argmax q and k-means on the final embedding. Parameters from `CICL_PARAMS` (JSON
+//! override of `CiclParams::default()`; `CICL_REFERENCE=1` starts from `CiclParams::reference()`).
+//!
+//! `cargo run --release -p cellident-cicl --example cicl_run -- ../shared/datasets/pollen_simlr label`
+#![allow(clippy::unwrap_used)]
+
+use cellident_cicl::{Cicl, CiclParams};
+use cellident_preprocess::pipeline::{PipelineParams, Prepared};
+use cellident_preprocess::{HvgParams, Pipeline, looks_like_counts, looks_log_transformed};
+use cellident_tensor::{DenseMatrix, NoProgress};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let d = cellident_io::read_mtx_folder(std::path::Path::new(&args[1])).unwrap();
+    let labels = d.obs().labels(&args[2]).unwrap();
+    let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
+    let codes = enc.transform(&labels);
+    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
+    let y: Vec<u32> = keep.iter().map(|&i| codes[i].unwrap()).collect();
+    let d = d.select_cells(&keep).unwrap();
+    let counts = looks_like_counts(d.matrix());
+    let logged = looks_log_transformed(d.matrix());
+    let params = PipelineParams {
+        normalize_total: counts.then_some(1e4),
+        log1p: counts,
+        hvg: (d.n_genes() > 2000 && (counts || logged)).then_some(HvgParams {
+            n_top_genes: 2000,
+            ..Default::default()
+        }),
+        scale: std::env::var("CICL_SCALE").is_ok().then_some(Some(10.0)),
+        pca: None,
+    };
+    let (_, out) = Pipeline::fit(&d, &params).unwrap();
+    let x = match out {
+        Prepared::Sparse(p) => {
+            DenseMatrix::new(p.n_cells(), p.n_genes(), p.matrix().to_dense()).unwrap()
+        }
+        Prepared::Dense { values, .. } => values,
+    };
+    let base = if std::env::var("CICL_REFERENCE").is_ok() {
+        CiclParams::reference()
+    } else {
+        CiclParams::default()
+    };
+    let mut v = serde_json::to_value(base).unwrap();
+    if let Ok(t) = std::env::var("CICL_PARAMS") {
+        let o: serde_json::Value = serde_json::from_str(&t).unwrap();
+        for (k, val) in o.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+    }
+    let params: CiclParams = serde_json::from_value(v).unwrap();
+    let k = enc.classes.len();
+    println!(
+        "{} cells x {} genes, k = {k}, params {}",
+        x.n_rows,
+        x.n_cols,
+        serde_json::to_string(&params).unwrap()
+    );
+    let mut m = Cicl::from_params(&params).unwrap();
+    let t = std::time::Instant::now();
+    let fit = m.fit(&x, k, &mut NoProgress).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    for l in &fit.losses {
+        if l.epoch % 5 == 0 || l.epoch + 1 == fit.losses.len() {
+            println!(
+                "epoch {:>3} loss {:.4} (ins {:.4}, clu {:.4})",
+                l.epoch, l.total, l.instance, l.cluster
+            );
+        }
+    }
+    for r in &fit.refits {
+        println!(
+            "refit before epoch {:>3}: labels changed {:.3}",
+            r.epoch, r.labels_changed
+        );
+    }
+    let score = |name: &str, pred: &[u32]| {
+        let s = cellident_metrics::clustering_scores(&y, pred).unwrap();
+        println!("{name:<22} ARI {:.3} NMI {:.3}", s.ari, s.nmi);
+    };
+    score("first k-means", &fit.initial_labels);
+    score("CICL argmax q", &fit.labels);
+    score("CICL k-means on h", &fit.kmeans_labels);
+    println!(
+        "train {:.1} s ({:.2} s/epoch)",
+        secs,
+        secs / params.epochs.max(1) as f64
+    );
+}

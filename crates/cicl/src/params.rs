@@ -1,0 +1,194 @@
+//! CICL's hyper-parameters: `CiclParams` (what a user writes) -> `check()` -> `CiclConfig`.
+
+use cellident_tensor::{CheckParams, Result, ensure_param};
+use serde::{Deserialize, Serialize};
+
+/// How the two augmented views of each cell are drawn (methods.md §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AugmentParams {
+    /// Fraction of genes that receive noise in each view (the reference: 0.8).
+    pub gene_fraction: f64,
+    /// Standard deviation of the Gaussian noise (the reference: 0.5).
+    pub noise_sd: f64,
+    /// `false`: two views drawn once before training (the reference code); `true`: drawn anew
+    /// every epoch.
+    pub resample_each_epoch: bool,
+}
+
+impl Default for AugmentParams {
+    fn default() -> Self {
+        AugmentParams {
+            gene_fraction: 0.8,
+            noise_sd: 0.5,
+            resample_each_epoch: false,
+        }
+    }
+}
+
+/// Hyper-parameters of CICL. [`CiclParams::default`] is cellident's recipe (the paper's
+/// iterated k-means, mini-batches); [`CiclParams::reference`] the authors' code as released
+/// (frozen centroids, one batch of up to 6000 cells per step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CiclParams {
+    /// Transformer encoder layers (the reference: 4).
+    pub n_layers: usize,
+    /// Attention heads (2) and the width of each head's value projection (512).
+    pub n_heads: usize,
+    pub head_dim: usize,
+    /// Hidden width of each layer's feed-forward block (1024).
+    pub ffn_hidden: usize,
+    /// Dropout inside the encoder during training (0.2).
+    pub dropout: f64,
+    /// Projection head G -> `projection_hidden` -> `projection_dim` (2048, 512).
+    pub projection_hidden: usize,
+    pub projection_dim: usize,
+    /// InfoNCE / cluster-aware temperature τ (0.5) and the weight λ of the cluster-aware loss (0.1).
+    pub temperature: f64,
+    pub cluster_weight: f64,
+    /// Adam learning rates: encoder (1e-4) and projection head (1e-5); L2 weight decay (1e-3).
+    pub lr_encoder: f64,
+    pub lr_head: f64,
+    pub weight_decay: f64,
+    /// Cells per optimisation step.
+    pub batch_size: usize,
+    /// Training epochs (passes over all cells).
+    pub epochs: usize,
+    /// Re-fit k-means on the current embeddings every this many epochs, warm-started from the
+    /// current centroids (the paper's iteration; 0 = never).
+    pub refit_every: usize,
+    /// Keep the centroids of the first k-means for the whole run (the reference code).
+    pub frozen_centroids: bool,
+    pub augment: AugmentParams,
+    /// k-means++ restarts of the first and the final k-means (scikit-learn's 10).
+    pub kmeans_restarts: usize,
+    pub seed: u64,
+}
+
+impl Default for CiclParams {
+    fn default() -> Self {
+        CiclParams {
+            n_layers: 4,
+            n_heads: 2,
+            head_dim: 512,
+            ffn_hidden: 1024,
+            dropout: 0.2,
+            projection_hidden: 2048,
+            projection_dim: 512,
+            temperature: 0.5,
+            cluster_weight: 0.1,
+            lr_encoder: 1e-4,
+            lr_head: 1e-5,
+            weight_decay: 1e-3,
+            batch_size: 256,
+            epochs: 50,
+            refit_every: 5,
+            frozen_centroids: false,
+            augment: AugmentParams::default(),
+            kmeans_restarts: 10,
+            seed: 0,
+        }
+    }
+}
+
+impl CiclParams {
+    /// The authors' code as released (methods.md §3.4): every cell of a dataset of up to 6000
+    /// in one batch, 51 passes (epochs 0..=50), centroids frozen at the first k-means.
+    pub fn reference() -> Self {
+        CiclParams {
+            batch_size: 6000,
+            epochs: 51,
+            refit_every: 0,
+            frozen_centroids: true,
+            ..CiclParams::default()
+        }
+    }
+}
+
+/// Validated CICL parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CiclConfig(pub(crate) CiclParams);
+
+impl CiclConfig {
+    /// The checked parameters.
+    pub fn params(&self) -> &CiclParams {
+        &self.0
+    }
+}
+
+impl CheckParams for CiclParams {
+    type Checked = CiclConfig;
+
+    fn check(&self) -> Result<CiclConfig> {
+        let positive = [
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("head_dim", self.head_dim),
+            ("ffn_hidden", self.ffn_hidden),
+            ("projection_hidden", self.projection_hidden),
+            ("projection_dim", self.projection_dim),
+            ("batch_size", self.batch_size),
+            ("kmeans_restarts", self.kmeans_restarts),
+        ];
+        for (name, v) in positive {
+            ensure_param(v > 0, name, || "must be at least 1".into())?;
+        }
+        ensure_param(self.batch_size >= 2, "batch_size", || {
+            "contrastive losses need at least 2 cells per batch".into()
+        })?;
+        ensure_param((0.0..1.0).contains(&self.dropout), "dropout", || {
+            format!("must be in [0, 1), got {}", self.dropout)
+        })?;
+        ensure_param(
+            self.temperature > 0.0 && self.temperature.is_finite(),
+            "temperature",
+            || format!("must be > 0, got {}", self.temperature),
+        )?;
+        ensure_param(
+            self.cluster_weight >= 0.0 && self.cluster_weight.is_finite(),
+            "cluster_weight",
+            || format!("must be >= 0, got {}", self.cluster_weight),
+        )?;
+        for (name, lr) in [("lr_encoder", self.lr_encoder), ("lr_head", self.lr_head)] {
+            ensure_param(lr > 0.0 && lr.is_finite(), name, || {
+                format!("must be > 0, got {lr}")
+            })?;
+        }
+        ensure_param(self.weight_decay >= 0.0, "weight_decay", || {
+            format!("must be >= 0, got {}", self.weight_decay)
+        })?;
+        let a = &self.augment;
+        ensure_param(
+            (0.0..=1.0).contains(&a.gene_fraction),
+            "augment.gene_fraction",
+            || format!("must be in [0, 1], got {}", a.gene_fraction),
+        )?;
+        ensure_param(
+            a.noise_sd >= 0.0 && a.noise_sd.is_finite(),
+            "augment.noise_sd",
+            || format!("must be >= 0, got {}", a.noise_sd),
+        )?;
+        Ok(CiclConfig(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_bad_values_name_the_parameter() {
+        assert!(CiclParams::default().check().is_ok());
+        assert!(CiclParams::reference().check().is_ok());
+        let bad = CiclParams {
+            temperature: 0.0,
+            ..CiclParams::default()
+        };
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("temperature"), "{e}");
+        let bad = CiclParams {
+            batch_size: 1,
+            ..CiclParams::default()
+        };
+        assert!(bad.check().unwrap_err().to_string().contains("batch_size"));
+    }
+}

@@ -1,0 +1,183 @@
+//! CICL on real fixtures and its invariants: the one-token attention shortcut equals textbook
+//! attention, every parameter is trained, and training runs end to end reproducibly.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use cellident_cicl::encoder::{Dropout, Encoder, ProjectionHead, multi_head_attention};
+use cellident_cicl::{Cicl, CiclParams, cicl_loss};
+use cellident_tensor::params::SeededParams;
+use cellident_tensor::{DenseMatrix, NoProgress};
+use rand::Rng;
+
+fn small_params() -> CiclParams {
+    CiclParams {
+        n_layers: 2,
+        n_heads: 2,
+        head_dim: 4,
+        ffn_hidden: 16,
+        projection_hidden: 32,
+        projection_dim: 8,
+        ..CiclParams::default()
+    }
+}
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = cellident_tensor::batch::rng_for(seed, 0);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn one_token_attention_shortcut_equals_full_attention() {
+    let g = 24;
+    let map = VarMap::new();
+    let sp = SeededParams::new(&map, 3, &Device::Cpu);
+    let enc = Encoder::new(g, &small_params(), &sp).unwrap();
+    let layer = &enc.layers[0];
+    let (w_q, w_k) = (random(&[8, g], 1), random(&[8, g], 2));
+    let x = random(&[5, g], 3);
+    // What the encoder computes: fc(W_V x), no Q/K work.
+    let shortcut = x
+        .matmul(&layer.w_v.t().unwrap())
+        .unwrap()
+        .matmul(&layer.fc.t().unwrap())
+        .unwrap();
+    // Textbook multi-head attention over a sequence of one token per cell.
+    let full = multi_head_attention(
+        &x.reshape((5, 1, g)).unwrap(),
+        &w_q,
+        &w_k,
+        &layer.w_v,
+        &layer.fc,
+        2,
+    )
+    .unwrap()
+    .reshape((5, g))
+    .unwrap();
+    let diff = (shortcut - &full)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "max difference {diff}");
+    // With two tokens Q and K do matter: the comparison above is not vacuous.
+    let pair = random(&[5, 2, g], 4);
+    let a = multi_head_attention(&pair, &w_q, &w_k, &layer.w_v, &layer.fc, 2).unwrap();
+    let b = multi_head_attention(&pair, &w_k, &w_q, &layer.w_v, &layer.fc, 2).unwrap();
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d > 1e-3);
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let g = 20;
+    let p = small_params();
+    let map = VarMap::new();
+    let sp = SeededParams::new(&map, 5, &Device::Cpu);
+    let enc = Encoder::new(g, &p, &sp.pp("encoder")).unwrap();
+    let head = ProjectionHead::new(g, &p, &sp.pp("projection")).unwrap();
+    let mut drop = Dropout::train(0.2, cellident_tensor::batch::rng_for(1, 1));
+    let z1 = head
+        .forward(&enc.forward(&random(&[6, g], 7), &mut drop).unwrap())
+        .unwrap();
+    let z2 = head
+        .forward(&enc.forward(&random(&[6, g], 8), &mut drop).unwrap())
+        .unwrap();
+    let (loss, _, _) = cicl_loss(&z1, &z2, &[0, 0, 1, 1, 2, 2], 0.5, 0.1).unwrap();
+    let grads = loss.backward().unwrap();
+    let data = map.data().lock().unwrap();
+    assert!(data.len() >= 2 * 10 + 4);
+    for (name, var) in data.iter() {
+        let gsum = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"))
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(gsum > 0.0, "{name} has a zero gradient");
+    }
+}
+
+/// The pollen fixture (249 cells x 2000 genes, log-transformed values, 11 types) as a dense
+/// matrix with its labels.
+fn pollen() -> (DenseMatrix, Vec<u32>, usize) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pollen_simlr");
+    let d = cellident_io::read_mtx_folder(&root).unwrap();
+    let labels = d.obs().labels("label").unwrap();
+    let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
+    let y: Vec<u32> = enc
+        .transform(&labels)
+        .into_iter()
+        .map(|c| c.unwrap())
+        .collect();
+    let x = DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense()).unwrap();
+    (x, y, enc.classes.len())
+}
+
+#[test]
+fn short_run_on_pollen_is_reproducible_and_clusters_the_cell_types() {
+    let (x, y, k) = pollen();
+    let params = CiclParams {
+        epochs: 3,
+        refit_every: 2,
+        kmeans_restarts: 3,
+        ..small_params()
+    };
+    let mut a = Cicl::from_params(&params).unwrap();
+    let fa = a.fit(&x, k, &mut NoProgress).unwrap();
+    let mut b = Cicl::from_params(&params).unwrap();
+    let fb = b.fit(&x, k, &mut NoProgress).unwrap();
+    assert_eq!(fa.labels, fb.labels);
+    assert_eq!(fa.losses, fb.losses);
+    assert_eq!(fa.embedding.n_cols, 2000);
+    assert_eq!(fa.refits.len(), 3, "first fit, epoch 2, final");
+    let ari = cellident_metrics::adjusted_rand_index(&y, &fa.labels).unwrap();
+    // The 11 pollen types are well separated: any working pipeline gets ARI > 0.7
+    // (PCA-50 + k-means on this fixture: 0.92, fixtures/baseline.json).
+    assert!(ari > 0.7, "ARI {ari}");
+    assert!(fa.losses.iter().all(|l| l.total.is_finite()));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message() {
+    let x = DenseMatrix::new(
+        3,
+        4,
+        vec![
+            0.0,
+            1.0,
+            f32::NAN,
+            2.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+        ],
+    )
+    .unwrap();
+    let mut m = Cicl::from_params(&small_params()).unwrap();
+    let e = m.fit(&x, 2, &mut NoProgress).unwrap_err().to_string();
+    assert!(e.contains("cell 0 gene 2"), "{e}");
+    let x = DenseMatrix::new(2, 2, vec![0.0, 1.0, 1.0, 0.0]).unwrap();
+    let e = m.fit(&x, 3, &mut NoProgress).unwrap_err().to_string();
+    assert!(e.contains("n_clusters"), "{e}");
+}
