@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use cellident_io::CsrMatrix;
-use cellident_tensor::batch::{batches, epoch_order, label_rows, rng_for};
+use cellident_tensor::batch::{batches, epoch_order, label_rows, matrix_rows, rng_for};
 use cellident_tensor::{
     AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, DifferentiableClassifier,
     Embedder, EpochRecord, FeedForward, FeedForwardLayer, FeedForwardNet, Progress, Result,
@@ -96,15 +96,6 @@ impl Opt {
         }
         Ok(())
     }
-}
-
-/// Rows `rows` of a dense matrix as a `[rows, cols]` tensor.
-fn rows_tensor(m: &DenseMatrix, rows: &[usize], device: &Device) -> Result<Tensor> {
-    let mut buf = Vec::with_capacity(rows.len() * m.n_cols);
-    for &r in rows {
-        buf.extend_from_slice(m.row(r));
-    }
-    Ok(Tensor::from_vec(buf, (rows.len(), m.n_cols), device)?)
 }
 
 impl Cic {
@@ -279,7 +270,7 @@ impl Cic {
             }
             let mut total = 0f64;
             for chunk in val.chunks(CHUNK) {
-                let t = rows_tensor(&data, chunk, &self.device)?;
+                let t = matrix_rows(&data, chunk, &self.device)?;
                 let yb = y_tensor_rows(chunk)?;
                 let l = loss_of(&t, &t, yb.as_ref())?.to_scalar::<f32>()?;
                 total += l as f64 * chunk.len() as f64;
@@ -323,7 +314,7 @@ impl Cic {
                 .collect();
             let (mut sum, mut seen) = (0f64, 0usize);
             for (b, rows) in batches(&order, p.batch_size, false).enumerate() {
-                let target = rows_tensor(&data, rows, &self.device)?;
+                let target = matrix_rows(&data, rows, &self.device)?;
                 let input = if p.input_noise > 0.0 {
                     let e: Vec<f32> = (0..target.elem_count())
                         .map(|_| noise.sample(&mut noise_rng))
@@ -441,7 +432,7 @@ impl Cic {
         let mut values = Vec::new();
         let mut cols = 0;
         for chunk in rows.chunks(CHUNK) {
-            let out = f(&rows_tensor(m, chunk, &self.device)?)?;
+            let out = f(&matrix_rows(m, chunk, &self.device)?)?;
             cols = out.dims2()?.1;
             values.extend(out.flatten_all()?.to_vec1::<f32>()?);
         }

@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Var};
 use candle_nn::{Optimizer, VarMap};
 use cellident_io::CsrMatrix;
 use cellident_preprocess::{KMeansParams, kmeans, kmeans_from};
-use cellident_tensor::batch::{batches, epoch_order, rng_for};
+use cellident_tensor::batch::{batches, epoch_order, matrix_rows, rng_for};
 use cellident_tensor::params::SeededParams;
 use cellident_tensor::{
     Adam, AdamParams, CheckParams, Clusterer, DenseMatrix, Embedder, EpochRecord, Progress, Result,
@@ -79,17 +79,17 @@ impl std::fmt::Debug for Cicl {
     }
 }
 
+/// A k-means failure of the clustering head, as this crate's error type.
+fn kmeans_error(e: cellident_preprocess::PreprocessError) -> TensorError {
+    TensorError::InvalidParam {
+        name: "k-means",
+        message: e.to_string(),
+    }
+}
+
 fn fraction_changed(a: &[u32], b: &[u32]) -> f64 {
     let n = a.len().max(1);
     a.iter().zip(b).filter(|(x, y)| x != y).count() as f64 / n as f64
-}
-
-fn rows_tensor(x: &DenseMatrix, rows: &[usize], device: &Device) -> Result<Tensor> {
-    let mut buf = Vec::with_capacity(rows.len() * x.n_cols);
-    for &r in rows {
-        buf.extend_from_slice(x.row(r));
-    }
-    Ok(Tensor::from_vec(buf, (rows.len(), x.n_cols), device)?)
 }
 
 impl Cicl {
@@ -143,7 +143,7 @@ impl Cicl {
         let mut values = Vec::with_capacity(x.n_rows * x.n_cols);
         let all: Vec<usize> = (0..x.n_rows).collect();
         for rows in all.chunks(EMBED_BATCH) {
-            let h = encoder.forward(&rows_tensor(x, rows, &self.device)?, &mut Dropout::eval())?;
+            let h = encoder.forward(&matrix_rows(x, rows, &self.device)?, &mut Dropout::eval())?;
             values.extend(h.flatten_all()?.to_vec1::<f32>()?);
         }
         DenseMatrix::new(x.n_rows, x.n_cols, values)
@@ -207,14 +207,10 @@ impl Cicl {
             n_init: p.kmeans_restarts,
             ..KMeansParams::new(k, p.seed)
         };
-        let map_err = |e: cellident_preprocess::PreprocessError| TensorError::InvalidParam {
-            name: "k-means",
-            message: e.to_string(),
-        };
 
         // The first k-means, on the untrained encoder's embedding (the reference's init).
         let h = self.embed_dense(x)?;
-        let first = kmeans(&h, &kmeans_params).map_err(map_err)?;
+        let first = kmeans(&h, &kmeans_params).map_err(kmeans_error)?;
         let initial_labels = first.labels.clone();
         self.centroids = first.centroids;
         let mut refits = vec![RefitRecord {
@@ -266,14 +262,14 @@ impl Cicl {
                 let (encoder, head) = self.network()?;
                 // Pseudo-labels from the un-augmented cells with the current encoder.
                 let h0 = encoder
-                    .forward(&rows_tensor(x, rows, &self.device)?, &mut Dropout::eval())?
+                    .forward(&matrix_rows(x, rows, &self.device)?, &mut Dropout::eval())?
                     .detach();
                 let labels = pseudo_labels(&DenseMatrix::from_tensor(&h0)?, &self.centroids)?;
                 let z1 = head.forward(
-                    &encoder.forward(&rows_tensor(&views.0, rows, &self.device)?, &mut dropout)?,
+                    &encoder.forward(&matrix_rows(&views.0, rows, &self.device)?, &mut dropout)?,
                 )?;
                 let z2 = head.forward(
-                    &encoder.forward(&rows_tensor(&views.1, rows, &self.device)?, &mut dropout)?,
+                    &encoder.forward(&matrix_rows(&views.1, rows, &self.device)?, &mut dropout)?,
                 )?;
                 let (loss, ins, clu) =
                     cicl_loss(&z1, &z2, &labels, p.temperature, p.cluster_weight)?;
@@ -320,7 +316,9 @@ impl Cicl {
         }
         let embedding = self.embed_dense(x)?;
         let labels = pseudo_labels(&embedding, &self.centroids)?;
-        let kmeans_labels = kmeans(&embedding, &kmeans_params).map_err(map_err)?.labels;
+        let kmeans_labels = kmeans(&embedding, &kmeans_params)
+            .map_err(kmeans_error)?
+            .labels;
         progress.event(&TrainEvent::Finish);
         Ok(CiclFit {
             labels,
@@ -341,11 +339,7 @@ impl Cicl {
     /// Lloyd iterations from the current centroids on the current embedding.
     fn refit(&mut self, x: &DenseMatrix, last_labels: &mut Vec<u32>) -> Result<RefitRecord> {
         let h = self.embed_dense(x)?;
-        let r =
-            kmeans_from(&h, &self.centroids, 300, 1e-4).map_err(|e| TensorError::InvalidParam {
-                name: "k-means",
-                message: e.to_string(),
-            })?;
+        let r = kmeans_from(&h, &self.centroids, 300, 1e-4).map_err(kmeans_error)?;
         let changed = fraction_changed(last_labels, &r.labels);
         *last_labels = r.labels;
         self.centroids = r.centroids;

@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::error::Result;
+use crate::traits::DenseMatrix;
 
 /// A random generator for `(seed, stream)`: independent, reproducible streams (e.g. one per
 /// epoch) from one user seed.
@@ -44,6 +45,15 @@ pub fn dense_rows(x: &CsrMatrix, rows: &[usize], device: &Device) -> Result<Tens
     let mut buf = vec![0f32; rows.len() * x.n_cols()];
     x.densify_rows_into(rows, &mut buf);
     Ok(Tensor::from_vec(buf, (rows.len(), x.n_cols()), device)?)
+}
+
+/// The rows `rows` of a dense matrix as a `[rows.len(), n_cols]` f32 tensor on `device`.
+pub fn matrix_rows(m: &DenseMatrix, rows: &[usize], device: &Device) -> Result<Tensor> {
+    let mut buf = Vec::with_capacity(rows.len() * m.n_cols);
+    for &r in rows {
+        buf.extend_from_slice(m.row(r));
+    }
+    Ok(Tensor::from_vec(buf, (rows.len(), m.n_cols), device)?)
 }
 
 /// Labels of `rows` as a `[rows.len()]` u32 tensor.
