@@ -31,6 +31,7 @@ mod allocator {
 }
 
 mod fixtures;
+mod plots;
 mod reproduce;
 
 use std::path::{Path, PathBuf};

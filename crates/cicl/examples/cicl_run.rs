@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 use cellident_cicl::{Cicl, CiclParams};
+use cellident_preprocess::Pipeline;
 use cellident_preprocess::pipeline::{PipelineParams, Prepared};
-use cellident_preprocess::{HvgParams, Pipeline, looks_like_counts, looks_log_transformed};
 use cellident_tensor::{DenseMatrix, NoProgress};
 
 #[global_allocator]
@@ -24,17 +24,9 @@ fn main() {
     let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
     let y: Vec<u32> = keep.iter().map(|&i| codes[i].unwrap()).collect();
     let d = d.select_cells(&keep).unwrap();
-    let counts = looks_like_counts(d.matrix());
-    let logged = looks_log_transformed(d.matrix());
     let params = PipelineParams {
-        normalize_total: counts.then_some(1e4),
-        log1p: counts,
-        hvg: (d.n_genes() > 2000 && (counts || logged)).then_some(HvgParams {
-            n_top_genes: 2000,
-            ..Default::default()
-        }),
         scale: std::env::var("CICL_SCALE").is_ok().then_some(Some(10.0)),
-        pca: None,
+        ..PipelineParams::log_hvg(&d, 2000)
     };
     let (_, out) = Pipeline::fit(&d, &params).unwrap();
     let x = match out {

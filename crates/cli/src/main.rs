@@ -1,5 +1,5 @@
-//! `cellident`: import, inspect and export expression data; later issues add train, annotate,
-//! cluster, embed, explain, evaluate and report.
+//! `cellident`: import, inspect, export and preprocess expression data, cluster cells, and
+//! evaluate predictions; later issues add train, annotate, embed, explain and report.
 //!
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
@@ -9,6 +9,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
 mod evaluate;
 mod preprocess;
 
@@ -55,6 +56,8 @@ enum Command {
     Inspect(InspectArgs),
     /// QC, normalize_total, log1p, highly variable genes, scale and PCA (scanpy-compatible).
     Preprocess(preprocess::PreprocessArgs),
+    /// Cluster cells without labels: Leiden (default), PCA + k-means or CICL -> cell,cluster CSV.
+    Cluster(cluster::ClusterArgs),
     /// Score predicted labels against true labels (classification and clustering metrics, JSON).
     Evaluate(evaluate::EvaluateArgs),
 }
@@ -157,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export(a, cli.quiet),
         Command::Inspect(a) => inspect(a),
         Command::Preprocess(a) => preprocess::run(a, cli.quiet),
+        Command::Cluster(a) => cluster::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a),
     }
 }

@@ -368,3 +368,92 @@ fn evaluate_reports_every_metric() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'cell_type'"));
 }
+
+/// ARI of `clusters.csv` (column `cluster`) against the pollen fixture's `label`, through
+/// `cellident evaluate`.
+fn pollen_ari(clusters: &Path) -> f64 {
+    let obs = fixture("pollen_simlr/obs.csv.gz");
+    let e: Value = serde_json::from_str(&ok(&cellident(&[
+        &"evaluate",
+        &"--truth",
+        &obs,
+        &"--truth-column",
+        &"label",
+        &"--pred",
+        &clusters,
+        &"--pred-column",
+        &"cluster",
+    ])))
+    .unwrap();
+    assert_eq!(e["n_cells"], 249, "every cell is clustered");
+    e["ari"].as_f64().unwrap()
+}
+
+#[test]
+fn cluster_with_leiden_kmeans_and_cicl() {
+    // pollen_simlr (249 cells, 11 labelled tissues). The same recipe in `cargo xtask reproduce`
+    // scores Leiden 0.749 and PCA-50 + k-means (K = 11) 0.920 on this fixture
+    // (docs/results.md); CICL after 2 epochs stays near its first k-means (0.87).
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("pollen_simlr");
+    let leiden = dir.path().join("leiden.csv");
+    ok(&cellident(&[&"cluster", &input, &"-o", &leiden]));
+    let first = std::fs::read_to_string(&leiden).unwrap();
+    assert!(first.starts_with("cell,cluster\ncell_1,"), "{first:.40}");
+    assert!(pollen_ari(&leiden) > 0.7);
+    // Same seed, same clusters.
+    ok(&cellident(&[&"cluster", &input, &"-o", &leiden]));
+    assert_eq!(std::fs::read_to_string(&leiden).unwrap(), first);
+
+    let km = dir.path().join("kmeans.csv");
+    ok(&cellident(&[
+        &"cluster",
+        &input,
+        &"-o",
+        &km,
+        &"--method",
+        &"kmeans",
+        &"--k",
+        &"11",
+    ]));
+    assert!(pollen_ari(&km) > 0.85);
+
+    let cicl = dir.path().join("cicl.csv");
+    let emb = dir.path().join("embedding.parquet");
+    ok(&cellident(&[
+        &"cluster",
+        &input,
+        &"-o",
+        &cicl,
+        &"--method",
+        &"cicl",
+        &"--k",
+        &"11",
+        &"--epochs",
+        &"2",
+        &"--embedding",
+        &emb,
+    ]));
+    assert!(pollen_ari(&cicl) > 0.7);
+    let summary = inspect_json(&emb);
+    assert_eq!(summary["n_cells"], 249);
+    assert_eq!(
+        summary["n_genes"], 2000,
+        "one embedding feature per input gene"
+    );
+
+    // Without --k, k-means takes the number of Leiden communities and says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_cellident"))
+        .args(["cluster", "--method", "kmeans", "-o"])
+        .arg(&km)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Leiden finds"));
+
+    // Misuse is an error that says what to do, exit code 1.
+    let out = cellident(&[&"cluster", &input, &"-o", &km, &"--embedding", &emb]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--method cicl"));
+}

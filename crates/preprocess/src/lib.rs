@@ -7,6 +7,8 @@
 //!   (LOESS-stabilised variance on counts);
 //! - [`scale::Scaler`] (zero mean, unit variance, clip) and seeded randomized [`pca::Pca`], both
 //!   keeping their fitted parameters for query data;
+//! - the kNN graph with UMAP connectivities ([`neighbors`]) and Leiden communities on it
+//!   ([`leiden`]), scanpy's `pp.neighbors` + `tl.leiden`;
 //! - splits and label encoding ([`split`]); supervised gene selection by the ANOVA F-statistic
 //!   ([`select`]);
 //! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
@@ -16,8 +18,10 @@
 
 pub mod hvg;
 pub mod kmeans;
+pub mod leiden;
 mod loess;
 pub mod markers;
+pub mod neighbors;
 mod normalize;
 pub mod pca;
 pub mod pipeline;
@@ -28,6 +32,8 @@ pub mod split;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
 pub use kmeans::{KMeansParams, KMeansResult, kmeans, kmeans_from};
+pub use leiden::{LeidenParams, LeidenResult, leiden, modularity};
+pub use neighbors::{NeighborsParams, WeightedGraph, neighbors};
 pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_total};
 pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, Step};

@@ -26,6 +26,47 @@ pub struct PipelineParams {
     pub pca: Option<PcaParams>,
 }
 
+impl PipelineParams {
+    /// The recipe every cellident model and baseline starts from (scanpy's standard workflow):
+    /// counts are normalised to 10,000 per cell and logged, log-scale data are used as they
+    /// are, and datasets with more than `n_top_genes` genes keep the `n_top_genes` most
+    /// variable ones (`seurat` flavour) — unless the values are neither counts nor logs (e.g.
+    /// already scaled), where HVG selection would be meaningless.
+    pub fn log_hvg(d: &ExpressionDataset, n_top_genes: usize) -> Self {
+        let is_counts = crate::looks_like_counts(d.matrix());
+        let logged = crate::looks_log_transformed(d.matrix());
+        PipelineParams {
+            normalize_total: is_counts.then_some(1e4),
+            log1p: is_counts,
+            hvg: (d.n_genes() > n_top_genes && (is_counts || logged)).then_some(HvgParams {
+                n_top_genes,
+                ..Default::default()
+            }),
+            scale: None,
+            pca: None,
+        }
+    }
+
+    /// [`Self::log_hvg`] with 2,000 genes, then scaling (clip 10) and PCA with `n_pcs`
+    /// components (fewer when the data have fewer cells or genes): the input of the PCA +
+    /// k-means and Leiden baselines.
+    pub fn log_hvg_pca(d: &ExpressionDataset, n_pcs: usize, seed: u64) -> Self {
+        let n_pcs = n_pcs
+            .min(d.n_cells().saturating_sub(1))
+            .min(d.n_genes())
+            .max(1);
+        PipelineParams {
+            scale: Some(Some(10.0)),
+            pca: Some(PcaParams {
+                n_components: n_pcs,
+                seed,
+                ..Default::default()
+            }),
+            ..Self::log_hvg(d, 2000)
+        }
+    }
+}
+
 /// One fitted step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]

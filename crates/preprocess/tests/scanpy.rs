@@ -371,3 +371,101 @@ fn anova_f_matches_scikit_learn_f_classif() {
         );
     }
 }
+
+/// Adjusted Rand index by the pair-counting formula (Hubert & Arabie), in f64; the metrics
+/// crate is not a dependency of preprocess.
+fn adjusted_rand(a: &[u32], b: &[u32]) -> f64 {
+    use std::collections::HashMap;
+    let choose2 = |x: f64| x * (x - 1.0) / 2.0;
+    let mut table: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut ra: HashMap<u32, f64> = HashMap::new();
+    let mut rb: HashMap<u32, f64> = HashMap::new();
+    for (&x, &y) in a.iter().zip(b) {
+        *table.entry((x, y)).or_default() += 1.0;
+        *ra.entry(x).or_default() += 1.0;
+        *rb.entry(y).or_default() += 1.0;
+    }
+    let index: f64 = table.values().map(|&v| choose2(v)).sum();
+    let sa: f64 = ra.values().map(|&v| choose2(v)).sum();
+    let sb: f64 = rb.values().map(|&v| choose2(v)).sum();
+    let expected = sa * sb / choose2(a.len() as f64);
+    (index - expected) / ((sa + sb) / 2.0 - expected)
+}
+
+#[test]
+fn neighbors_and_leiden_match_scanpy_and_leidenalg() {
+    // Graph of the pbmc68k_reduced fixture's own values (700 x 765, no PCA so that both sides
+    // start from identical coordinates); the reference entry records the scanpy and leidenalg
+    // calls.
+    let reference = &reference()["neighbors_leiden_pbmc68k_X"];
+    let d = fixture("pbmc68k_reduced");
+    let x = cellident_tensor::DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense())
+        .unwrap();
+    let g = neighbors(&x, &NeighborsParams::default()).unwrap();
+    // Distances are rounded differently (f32 here, sklearn's f32 expansion there), which can
+    // swap a near-tied 14th and 15th neighbour: allow 0.05 % of the stored entries to differ.
+    let nnz = reference["nnz"].as_u64().unwrap() as f64;
+    assert!(
+        (g.targets.len() as f64 - nnz).abs() <= 5e-4 * nnz,
+        "{} stored entries of the connectivities vs scanpy's {nnz}",
+        g.targets.len()
+    );
+    let want = reference["weight_sum"].as_f64().unwrap();
+    let sum: f64 = g.weights.iter().sum();
+    assert!((sum - want).abs() <= 1e-4 * want, "{sum} vs {want}");
+    let degrees = g.degrees();
+    for (i, want) in reference["row_sums_first10"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let want = want.as_f64().unwrap();
+        assert!(
+            (degrees[i] - want).abs() <= 1e-4,
+            "cell {i}: {} vs {want}",
+            degrees[i]
+        );
+    }
+
+    // Leiden: per seed at least leidenalg's modularity less 0.005 on average, and the same
+    // partition up to a few cells (ARI with leidenalg's seed-0 partition).
+    let theirs: Vec<f64> = reference["leiden_modularity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let their_labels: Vec<u32> = reference["leiden_labels_seed0"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let mut ours = Vec::new();
+    for seed in 0..5 {
+        let r = leiden(
+            &g,
+            &LeidenParams {
+                seed,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ari = adjusted_rand(&r.labels, &their_labels);
+        eprintln!(
+            "seed {seed}: modularity {:.4}, {} communities, ARI with leidenalg {ari:.3}",
+            r.quality, r.n_communities
+        );
+        assert!(ari > 0.8, "seed {seed}: ARI {ari} with leidenalg");
+        assert!((modularity(&g, &r.labels, 1.0) - r.quality).abs() < 1e-12);
+        ours.push(r.quality);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&ours) >= mean(&theirs) - 0.005,
+        "modularity {:.4} vs leidenalg {:.4}",
+        mean(&ours),
+        mean(&theirs)
+    );
+}

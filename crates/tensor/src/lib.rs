@@ -21,6 +21,8 @@ pub mod fit;
 pub mod nn;
 pub mod optim;
 pub mod params;
+#[cfg(feature = "progress-bar")]
+pub mod progress_bar;
 pub mod train;
 mod traits;
 

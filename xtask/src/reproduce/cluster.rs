@@ -15,7 +15,9 @@ use cellident_tensor::{CheckParams, DenseMatrix};
 use serde_json::json;
 
 use super::TaskSpec;
-use super::methods::{ProgressBar, RunContext, RunOutput, labelled, log_hvg_recipe};
+use super::methods::{
+    ProgressBar, RunContext, RunOutput, clustering_metrics, labelled, log_hvg_recipe,
+};
 
 /// CICL's parameters for a run: cellident's defaults, then the suite's `params.cicl`, then a
 /// JSON object in `CELLIDENT_CICL_PARAMS` (e.g. `{"epochs": 10}`).
@@ -27,20 +29,15 @@ fn cicl_params(seed: u64, ctx: &RunContext) -> Result<CiclParams> {
     super::methods::with_overrides(base, ctx.params.as_ref(), "CELLIDENT_CICL_PARAMS")
 }
 
+/// ARI / NMI / AMI / ACC of `pred`, keyed `ari{suffix}`, … .
 fn scores(
-    prefix: &str,
+    suffix: &str,
     truth: &[u32],
     pred: &[u32],
     out: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
-    let s = cellident_metrics::clustering_scores(truth, pred)?;
-    for (name, v) in [
-        ("ari", s.ari),
-        ("nmi", s.nmi),
-        ("ami", s.ami),
-        ("acc", s.acc),
-    ] {
-        out.insert(format!("{name}{prefix}"), v);
+    for (name, v) in clustering_metrics(truth, pred)? {
+        out.insert(format!("{name}{suffix}"), v);
     }
     Ok(())
 }
@@ -136,5 +133,11 @@ fn write_outputs(
         &ParquetWriteOptions::default(),
     )
     .context("writing the CICL embedding")?;
-    Ok(())
+    super::figures::pca_view(
+        &ctx.dir.join("cicl_embedding_2d.svg"),
+        "CICL embedding, coloured by the true labels",
+        h,
+        y,
+        classes,
+    )
 }

@@ -21,7 +21,8 @@ use super::methods::{ProgressBar, RunContext, RunOutput, classification_metrics,
 const FOLDS: usize = 5;
 /// A cell type takes part in the unseen-type experiment when it has at least this many cells.
 const MIN_UNSEEN_CELLS: usize = 10;
-/// At most this many types are left out in turn (the largest ones), to bound the run time.
+/// At most this many types are left out in turn (the largest ones), to bound the run time,
+/// unless the suite's `unseen_types` says otherwise.
 const MAX_UNSEEN_TYPES: usize = 3;
 
 /// Labelled cells, log-scale: counts are normalised to 1e4 and logged, log-scale data (bulk
@@ -32,6 +33,8 @@ struct EmbedData {
     classes: Vec<String>,
     data: ExpressionDataset,
     config: serde_json::Value,
+    /// Types left out in turn in the unseen-type experiment.
+    unseen_types: usize,
 }
 
 fn embed_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<EmbedData> {
@@ -61,17 +64,19 @@ fn embed_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<EmbedData> {
         classes: enc.classes,
         data: d,
         config,
+        unseen_types: spec.unseen_types.unwrap_or(MAX_UNSEEN_TYPES),
     })
 }
 
-/// CIC's recipe; `CELLIDENT_CIC_PARAMS` (JSON, any subset of fields) overrides it for
-/// experiments, and every record's config says what ran.
-fn cic_params(seed: u64) -> Result<CicParams> {
-    super::methods::with_env_override(
+/// CIC's recipe, then the suite's `params.cic`, then `CELLIDENT_CIC_PARAMS` (JSON, any subset
+/// of fields) for experiments; every record's config says what ran.
+fn cic_params(seed: u64, ctx: &RunContext) -> Result<CicParams> {
+    super::methods::with_overrides(
         CicParams {
             seed,
             ..CicParams::default()
         },
+        ctx.params.as_ref(),
         "CELLIDENT_CIC_PARAMS",
     )
 }
@@ -154,8 +159,10 @@ fn evaluate<C: Codec>(
         .filter(|&(n, _)| n >= MIN_UNSEEN_CELLS)
         .collect();
     sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    sizes.truncate(MAX_UNSEEN_TYPES);
-    if sizes.len() >= 2 {
+    // The experiment needs a seen type beside the left-out one: at least two eligible types.
+    let eligible = sizes.len();
+    sizes.truncate(e.unseen_types);
+    if eligible >= 2 {
         for &(_, unseen) in &sizes {
             let others: Vec<usize> = (0..e.y.len()).filter(|&i| e.y[i] != unseen).collect();
             let held: Vec<usize> = (0..e.y.len()).filter(|&i| e.y[i] == unseen).collect();
@@ -201,7 +208,7 @@ pub fn run_cic(
     ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
     let e = embed_data(data, spec)?;
-    let params = cic_params(seed)?;
+    let params = cic_params(seed, ctx)?;
     let config = params.check()?;
     let p = config.clone();
     let fit = |x: &CsrMatrix, y: &[u32], c: usize| -> Result<Cic> {
@@ -274,18 +281,24 @@ fn write_side_outputs(model: &Cic, e: &EmbedData, ctx: &RunContext) -> Result<()
         w.write_all(text.as_bytes())
     })
     .context("writing the CIC codes")?;
-    Ok(())
+    super::figures::pca_view(
+        &ctx.dir.join("cic_codes_2d.svg"),
+        "CIC codes, coloured by the true labels",
+        &codes,
+        &e.y,
+        &e.classes,
+    )
 }
 
 pub fn run_pca(
     data: &ExpressionDataset,
     spec: &TaskSpec,
     seed: u64,
-    _ctx: &RunContext,
+    ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
     let e = embed_data(data, spec)?;
     // The same gene selection and code size as CIC.
-    let cic = cic_params(seed)?;
+    let cic = cic_params(seed, ctx)?;
     let (n_top, k) = (cic.n_top_genes, cic.code_dim);
     // PCA ignores the labels: the same fit serves the folds and the unseen-type runs.
     let fit = |x: &CsrMatrix, _: &[u32], _: usize| -> Result<PcaCodec> {

@@ -5,6 +5,7 @@
 mod check;
 mod cluster;
 mod embed;
+mod figures;
 mod markers;
 mod metadata;
 mod methods;
@@ -33,6 +34,10 @@ pub struct TaskSpec {
     /// `params = { cicl = { epochs = 4 } }` in the fixture suite's time budget.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub params: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Embed task: how many of the largest cell types are left out of training in turn in the
+    /// unseen-type experiment (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_types: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +123,7 @@ fn jobs(o: &ReproduceOptions) -> Result<Vec<Job>> {
                 label: label.clone(),
                 groups: o.groups.clone(),
                 params: Default::default(),
+                unseen_types: None,
             },
         }]);
     }
@@ -253,7 +259,8 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
     results.pending.dedup();
     let json = serde_json::to_vec_pretty(&results)?;
     cellident_io::write_atomic(&o.out.join("results.json"), |w| w.write_all(&json))?;
-    let report = report_markdown(&results, started.elapsed().as_secs_f64());
+    let figures = figures::make(&results, &o.out)?;
+    let report = report_markdown(&results, &figures, started.elapsed().as_secs_f64());
     cellident_io::write_atomic(&o.out.join("report.md"), |w| w.write_all(report.as_bytes()))?;
     println!(
         "\nwrote {} and {} ({:.1} s)",
@@ -292,7 +299,7 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
     Ok(())
 }
 
-fn report_markdown(r: &Results, seconds: f64) -> String {
+fn report_markdown(r: &Results, figures: &[figures::Figure], seconds: f64) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "# cellident reproduction report\n");
@@ -352,6 +359,12 @@ fn report_markdown(r: &Results, seconds: f64) -> String {
             let _ = writeln!(s, "{line}");
         }
         s.push('\n');
+    }
+    if !figures.is_empty() {
+        let _ = writeln!(s, "## Figures\n");
+        for f in figures {
+            let _ = writeln!(s, "### {}\n\n![{}]({})\n", f.caption, f.caption, f.path);
+        }
     }
     if !r.pending.is_empty() {
         let _ = writeln!(s, "## Not implemented yet\n");
