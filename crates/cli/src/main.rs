@@ -1,5 +1,6 @@
-//! `cellident`: import, inspect, export and preprocess expression data, cluster cells, and
-//! evaluate predictions; later issues add train, annotate, embed, explain and report.
+//! `cellident`: import, inspect, export and preprocess expression data, train and apply a
+//! cell-type classifier, cluster cells, and evaluate predictions; later issues add embed,
+//! explain and report.
 //!
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
@@ -9,6 +10,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod annotate;
 mod cluster;
 mod evaluate;
 mod preprocess;
@@ -56,6 +58,10 @@ enum Command {
     Inspect(InspectArgs),
     /// QC, normalize_total, log1p, highly variable genes, scale and PCA (scanpy-compatible).
     Preprocess(preprocess::PreprocessArgs),
+    /// Train an N-ACT cell-type classifier on a labelled dataset -> checkpoint.
+    Train(annotate::TrainArgs),
+    /// Label cells with a trained model: cell types, probabilities, `Unassigned` below a threshold.
+    Annotate(annotate::AnnotateArgs),
     /// Cluster cells without labels: Leiden (default), PCA + k-means or CICL -> cell,cluster CSV.
     Cluster(cluster::ClusterArgs),
     /// Score predicted labels against true labels (classification and clustering metrics, JSON).
@@ -160,6 +166,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export(a, cli.quiet),
         Command::Inspect(a) => inspect(a),
         Command::Preprocess(a) => preprocess::run(a, cli.quiet),
+        Command::Train(a) => annotate::train(a, cli.quiet),
+        Command::Annotate(a) => annotate::annotate(a, cli.quiet),
         Command::Cluster(a) => cluster::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a),
     }

@@ -457,3 +457,120 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--method cicl"));
 }
+
+/// `cell -> (prediction, probability)` of an annotate output.
+fn predictions(path: &Path) -> std::collections::BTreeMap<String, (String, f64)> {
+    let mut r = csv_reader(path);
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[0].to_string(),
+                (rec[1].to_string(), rec[2].parse::<f64>().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn csv_reader(path: &Path) -> csv::Reader<std::fs::File> {
+    csv::Reader::from_path(path).unwrap()
+}
+
+#[test]
+fn train_then_annotate_with_another_gene_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("pbmc68k_reduced");
+    let model = dir.path().join("nact.safetensors");
+    ok(&cellident(&[
+        &"train",
+        &data,
+        &"--label",
+        &"bulk_labels",
+        &"-o",
+        &model,
+        &"--epochs",
+        &"10",
+    ]));
+    assert!(dir.path().join("nact.json").exists(), "sidecar written");
+
+    // The same cells with the genes in reverse order, as a Parquet dataset.
+    let d = cellident_io::read_mtx_folder(&data).unwrap();
+    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
+    let shuffled = dir.path().join("reversed.parquet");
+    cellident_io::write_parquet(
+        &shuffled,
+        &d.select_genes(&reversed).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    ok(&cellident(&[
+        &"annotate",
+        &data,
+        &"--model",
+        &model,
+        &"-o",
+        &a,
+    ]));
+    ok(&cellident(&[
+        &"annotate",
+        &shuffled,
+        &"--model",
+        &model,
+        &"-o",
+        &b,
+    ]));
+    let (pa, pb) = (predictions(&a), predictions(&b));
+    assert_eq!(pa.len(), 700);
+    for (cell, (label, p)) in &pa {
+        let (lb, q) = &pb[cell];
+        assert_eq!(label, lb, "cell {cell}");
+        assert!((p - q).abs() < 1e-6, "cell {cell}: {p} vs {q}");
+    }
+    // On its own training cells N-ACT (10 epochs) is right for most of them.
+    let e: Value = serde_json::from_str(&ok(&cellident(&[
+        &"evaluate",
+        &"--truth",
+        &fixture("pbmc68k_reduced/obs.csv.gz"),
+        &"--truth-column",
+        &"bulk_labels",
+        &"--pred",
+        &a,
+        &"--pred-column",
+        &"prediction",
+    ])))
+    .unwrap();
+    assert!(e["accuracy"].as_f64().unwrap() > 0.75, "{}", e["accuracy"]);
+
+    // A threshold turns exactly the low-confidence cells into Unassigned.
+    let c = dir.path().join("c.csv");
+    ok(&cellident(&[
+        &"annotate",
+        &data,
+        &"--model",
+        &model,
+        &"-o",
+        &c,
+        &"--min-probability",
+        &"0.9",
+    ]));
+    let pc = predictions(&c);
+    let low = pa.values().filter(|(_, p)| *p < 0.9).count();
+    assert!(low > 0, "some cells are below 0.9");
+    assert_eq!(pc.values().filter(|(l, _)| l == "Unassigned").count(), low);
+
+    // Raw counts for a model trained on log values: refused, saying what to do.
+    let out = cellident(&[
+        &"annotate",
+        &fixture("pbmc3k_10x/filtered_feature_bc_matrix"),
+        &"--model",
+        &model,
+        &"-o",
+        &c,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raw counts") && err.contains("log1p"), "{err}");
+}

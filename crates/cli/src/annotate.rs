@@ -1,0 +1,250 @@
+//! `cellident train` (an N-ACT cell-type classifier from a labelled dataset, saved as a
+//! checkpoint with its preprocessing) and `cellident annotate` (that model applied to new
+//! data: genes matched by name, the recorded preprocessing replayed, labels with
+//! probabilities and an `Unassigned` threshold).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cellident_io::ExpressionDataset;
+use cellident_nact::{Nact, NactParams};
+use cellident_preprocess::pipeline::{Pipeline, PipelineParams, Prepared, Step};
+use cellident_preprocess::{LabelEncoder, looks_like_counts};
+use cellident_tensor::progress_bar::EpochBar;
+use cellident_tensor::{CheckParams, Classifier, DeviceChoice};
+
+/// The label written for cells whose top probability is below `--min-probability`.
+pub const UNASSIGNED: &str = "Unassigned";
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Labelled training data (a cellident Parquet file, or anything `import` reads).
+    input: PathBuf,
+    /// Obs column holding the cell types; cells without a value are left out.
+    #[arg(long)]
+    label: String,
+    /// Output checkpoint (`.safetensors`; the sidecar `.json` beside it holds the genes, the
+    /// class names and the preprocessing).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Keep the N most variable genes (all genes when the data have fewer).
+    #[arg(long, default_value_t = 2000)]
+    n_top_genes: usize,
+    /// Training epochs (N-ACT's default: 50).
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 12345)]
+    seed: u64,
+    /// Where to train: cpu, cuda[:N], metal[:N] (GPU builds need the matching feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnnotateArgs {
+    /// Data to annotate (any gene order; genes are matched by name).
+    input: PathBuf,
+    /// Checkpoint written by `cellident train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output CSV: cell, prediction, probability, then one `p_<class>` column per class.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Cells whose top probability is below this get the label `Unassigned` (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_probability: f64,
+    /// Refuse data that hold fewer than this fraction of the model's genes (missing genes
+    /// count as zero expression).
+    #[arg(long, default_value_t = 0.5)]
+    min_gene_overlap: f64,
+    /// Where to run: cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn read(path: &Path) -> Result<ExpressionDataset> {
+    let format = cellident_io::InputFormat::detect(path)?;
+    cellident_io::import(path, format, &Default::default())
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
+    let data = read(&a.input)?;
+    let labels = data
+        .obs()
+        .labels(&a.label)
+        .with_context(|| format!("{}: the --label column", a.input.display()))?;
+    let enc = LabelEncoder::fit(&labels)?;
+    let codes = enc.transform(&labels);
+    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
+    let y: Vec<u32> = keep.iter().filter_map(|&i| codes[i]).collect();
+    if enc.classes.len() < 2 {
+        bail!(
+            "{}: column '{}' has {} cell type(s); a classifier needs at least 2",
+            a.input.display(),
+            a.label,
+            enc.classes.len()
+        );
+    }
+    let d = data.select_cells(&keep)?;
+    let recipe = PipelineParams::log_hvg(&d, a.n_top_genes);
+    let (pipeline, out) = Pipeline::fit(&d, &recipe).context("preprocessing (log, HVG)")?;
+    let Prepared::Sparse(p) = out else {
+        bail!("the N-ACT recipe returned dense data")
+    };
+    let mut params = NactParams {
+        seed: a.seed,
+        ..NactParams::default()
+    };
+    if let Some(e) = a.epochs {
+        params.epochs = e;
+    }
+    let device: DeviceChoice = a.device.parse()?;
+    let mut model = Nact::new(params.check()?, device.device()?);
+    let mut bar = if quiet {
+        EpochBar::hidden("N-ACT")
+    } else {
+        EpochBar::new("N-ACT")
+    };
+    let report = model.fit(p.matrix(), &y, enc.classes.len(), &mut bar)?;
+    model.save(
+        &a.output,
+        p.gene_ids().to_vec(),
+        enc.classes.clone(),
+        serde_json::to_value(&pipeline)?,
+    )?;
+    if !quiet {
+        let train_acc = cellident_metrics::accuracy(&y, &model.predict(p.matrix())?)?;
+        eprintln!(
+            "trained N-ACT on {} of {} cells ({} types, {} genes; final loss {:.4}, training \
+             accuracy {train_acc:.3}); wrote {}",
+            y.len(),
+            data.n_cells(),
+            enc.classes.len(),
+            p.n_genes(),
+            report.epochs.last().map_or(f32::NAN, |e| e.train_loss),
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// The preprocessing a model recorded must fit the query's values: a model trained from counts
+/// normalises and logs, so it needs counts; a model trained on log values cannot take counts.
+fn check_value_kind(pipeline: &Pipeline, data: &ExpressionDataset, path: &Path) -> Result<()> {
+    let wants_counts = pipeline
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::NormalizeTotal { .. }));
+    let counts = looks_like_counts(data.matrix());
+    if wants_counts && !counts {
+        bail!(
+            "{}: the model was trained on raw counts (it normalises and logs them), but these \
+             values are not counts; annotate the raw count matrix",
+            path.display()
+        );
+    }
+    if !wants_counts && counts {
+        bail!(
+            "{}: these values look like raw counts, but the model was trained on log-normalised \
+             values; normalise to 1e4 per cell and log1p first (`cellident preprocess \
+             --normalize-total 1e4 --log1p`)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn annotate(a: AnnotateArgs, quiet: bool) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.min_probability) {
+        bail!(
+            "--min-probability {} is not a probability in [0, 1]",
+            a.min_probability
+        );
+    }
+    let device: DeviceChoice = a.device.parse()?;
+    let (model, meta) = Nact::load(&a.model, &device.device()?)
+        .with_context(|| format!("cannot load the model {}", a.model.display()))?;
+    let pipeline: Pipeline =
+        serde_json::from_value(meta.preprocessing.clone()).with_context(|| {
+            format!(
+                "{}: the recorded preprocessing is unreadable",
+                a.model.display()
+            )
+        })?;
+    let data = read(&a.input)?;
+    check_value_kind(&pipeline, &data, &a.input)?;
+    let Prepared::Sparse(p) = pipeline.apply(&data, a.min_gene_overlap).with_context(|| {
+        format!(
+            "preprocessing {} as the model was trained",
+            a.input.display()
+        )
+    })?
+    else {
+        bail!("the model's preprocessing returned dense data")
+    };
+    // The recorded gene selection already puts the genes in the model's order; without one
+    // (a model trained on all genes) this is where the query's genes are matched by name.
+    let (p, _) = p
+        .align_to_genes(&meta.genes, a.min_gene_overlap)
+        .with_context(|| {
+            format!(
+                "{} does not hold enough of the model's {} genes",
+                a.input.display(),
+                meta.genes.len()
+            )
+        })?;
+    let proba = model.predict_proba(p.matrix())?;
+    let classes = &meta.labels;
+    let mut text = String::from("cell,prediction,probability");
+    for c in classes {
+        let _ = write!(text, ",{}", cellident_io::csv_field(&format!("p_{c}")));
+    }
+    text.push('\n');
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, cell) in p.cell_ids().iter().enumerate() {
+        let row = proba.row(i);
+        let (best, top) = row
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
+        let label = if (top as f64) < a.min_probability {
+            UNASSIGNED
+        } else {
+            classes[best].as_str()
+        };
+        *counts.entry(label).or_default() += 1;
+        let _ = write!(
+            text,
+            "{},{},{top}",
+            cellident_io::csv_field(cell),
+            cellident_io::csv_field(label)
+        );
+        for v in row {
+            let _ = write!(text, ",{v}");
+        }
+        text.push('\n');
+    }
+    cellident_io::write_atomic(&a.output, |w| w.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    if !quiet {
+        let missing = cellident_io::align_genes(&meta.genes, data.gene_ids(), 0.0)?
+            .missing
+            .len();
+        eprintln!(
+            "annotated {} cells ({missing} of the model's {} genes missing, taken as zero): {}; \
+             wrote {}",
+            p.n_cells(),
+            meta.genes.len(),
+            counts
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            a.output.display()
+        );
+    }
+    Ok(())
+}
