@@ -64,14 +64,8 @@ pub struct AnnotateArgs {
     device: String,
 }
 
-fn read(path: &Path) -> Result<ExpressionDataset> {
-    let format = cellident_io::InputFormat::detect(path)?;
-    cellident_io::import(path, format, &Default::default())
-        .with_context(|| format!("cannot read {}", path.display()))
-}
-
 pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
-    let data = read(&a.input)?;
+    let data = crate::read_dataset(&a.input)?;
     let labels = data
         .obs()
         .labels(&a.label)
@@ -131,6 +125,47 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// `data` as a saved model sees it: the value kind checked against the model's recorded
+/// preprocessing, that preprocessing replayed, and the genes matched by name to the model's
+/// input genes (missing genes are zeros; below `min_overlap` of them present is an error).
+pub(crate) fn prepare_query(
+    meta: &cellident_tensor::CheckpointMeta,
+    model_path: &Path,
+    data: &ExpressionDataset,
+    data_path: &Path,
+    min_overlap: f64,
+) -> Result<ExpressionDataset> {
+    let pipeline: Pipeline =
+        serde_json::from_value(meta.preprocessing.clone()).with_context(|| {
+            format!(
+                "{}: the recorded preprocessing is unreadable",
+                model_path.display()
+            )
+        })?;
+    check_value_kind(&pipeline, data, data_path)?;
+    let Prepared::Sparse(p) = pipeline.apply(data, min_overlap).with_context(|| {
+        format!(
+            "preprocessing {} as the model was trained",
+            data_path.display()
+        )
+    })?
+    else {
+        bail!("the model's preprocessing returned dense data")
+    };
+    // The recorded gene selection already puts the genes in the model's order; without one
+    // (a model trained on all genes) this is where the query's genes are matched by name.
+    let (p, _) = p
+        .align_to_genes(&meta.genes, min_overlap)
+        .with_context(|| {
+            format!(
+                "{} does not hold enough of the model's {} genes",
+                data_path.display(),
+                meta.genes.len()
+            )
+        })?;
+    Ok(p)
+}
+
 /// The preprocessing a model recorded must fit the query's values: a model trained from counts
 /// normalises and logs, so it needs counts; a model trained on log values cannot take counts.
 fn check_value_kind(pipeline: &Pipeline, data: &ExpressionDataset, path: &Path) -> Result<()> {
@@ -167,35 +202,8 @@ pub fn annotate(a: AnnotateArgs, quiet: bool) -> Result<()> {
     let device: DeviceChoice = a.device.parse()?;
     let (model, meta) = Nact::load(&a.model, &device.device()?)
         .with_context(|| format!("cannot load the model {}", a.model.display()))?;
-    let pipeline: Pipeline =
-        serde_json::from_value(meta.preprocessing.clone()).with_context(|| {
-            format!(
-                "{}: the recorded preprocessing is unreadable",
-                a.model.display()
-            )
-        })?;
-    let data = read(&a.input)?;
-    check_value_kind(&pipeline, &data, &a.input)?;
-    let Prepared::Sparse(p) = pipeline.apply(&data, a.min_gene_overlap).with_context(|| {
-        format!(
-            "preprocessing {} as the model was trained",
-            a.input.display()
-        )
-    })?
-    else {
-        bail!("the model's preprocessing returned dense data")
-    };
-    // The recorded gene selection already puts the genes in the model's order; without one
-    // (a model trained on all genes) this is where the query's genes are matched by name.
-    let (p, _) = p
-        .align_to_genes(&meta.genes, a.min_gene_overlap)
-        .with_context(|| {
-            format!(
-                "{} does not hold enough of the model's {} genes",
-                a.input.display(),
-                meta.genes.len()
-            )
-        })?;
+    let data = crate::read_dataset(&a.input)?;
+    let p = prepare_query(&meta, &a.model, &data, &a.input, a.min_gene_overlap)?;
     let proba = model.predict_proba(p.matrix())?;
     let classes = &meta.labels;
     let mut text = String::from("cell,prediction,probability");

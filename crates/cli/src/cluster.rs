@@ -92,9 +92,7 @@ fn leiden_labels(x: &DenseMatrix, a: &ClusterArgs) -> Result<Vec<u32>> {
 }
 
 pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
-    let format = cellident_io::InputFormat::detect(&a.input)?;
-    let data = cellident_io::import(&a.input, format, &Default::default())
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let data = crate::read_dataset(&a.input)?;
     if data.n_cells() < 3 {
         bail!(
             "{} has {} cells; clustering needs at least 3",

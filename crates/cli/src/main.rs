@@ -1,6 +1,6 @@
 //! `cellident`: import, inspect, export and preprocess expression data, train and apply a
-//! cell-type classifier, cluster cells, and evaluate predictions; later issues add embed,
-//! explain and report.
+//! cell-type classifier, cluster cells, encode them as cell identity codes, and evaluate
+//! predictions; later issues add explain and report.
 //!
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod annotate;
 mod cluster;
+mod embed;
 mod evaluate;
 mod preprocess;
 
@@ -62,6 +63,8 @@ enum Command {
     Train(annotate::TrainArgs),
     /// Label cells with a trained model: cell types, probabilities, `Unassigned` below a threshold.
     Annotate(annotate::AnnotateArgs),
+    /// Cell identity codes (CIC) of every cell, from a model trained here or a saved one.
+    Embed(embed::EmbedArgs),
     /// Cluster cells without labels: Leiden (default), PCA + k-means or CICL -> cell,cluster CSV.
     Cluster(cluster::ClusterArgs),
     /// Score predicted labels against true labels (classification and clustering metrics, JSON).
@@ -169,8 +172,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => annotate::train(a, cli.quiet),
         Command::Annotate(a) => annotate::annotate(a, cli.quiet),
         Command::Cluster(a) => cluster::run(a, cli.quiet),
+        Command::Embed(a) => embed::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a),
     }
+}
+
+/// Reads a dataset in any format `import` understands (a cellident Parquet file included).
+pub(crate) fn read_dataset(path: &Path) -> Result<cellident_io::ExpressionDataset> {
+    let format = InputFormat::detect(path)?;
+    cellident_io::import(path, format, &Default::default())
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn spinner(quiet: bool, message: String) -> ProgressBar {

@@ -67,9 +67,7 @@ pub struct PreprocessArgs {
 }
 
 pub fn run(a: PreprocessArgs, quiet: bool) -> Result<()> {
-    let format = cellident_io::InputFormat::detect(&a.input)?;
-    let data = cellident_io::import(&a.input, format, &Default::default())
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let data = crate::read_dataset(&a.input)?;
     let qc = QcParams {
         min_genes: a.min_genes,
         max_genes: a.max_genes,

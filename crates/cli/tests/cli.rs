@@ -574,3 +574,83 @@ fn train_then_annotate_with_another_gene_order() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("raw counts") && err.contains("log1p"), "{err}");
 }
+
+#[test]
+fn embed_trains_saves_and_reencodes_by_gene_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("pbmc68k_reduced");
+    let codes = dir.path().join("codes.parquet");
+    let model = dir.path().join("cic.safetensors");
+    ok(&cellident(&[
+        &"embed",
+        &data,
+        &"-o",
+        &codes,
+        &"--label",
+        &"bulk_labels",
+        &"--epochs",
+        &"5",
+        &"--save-model",
+        &model,
+    ]));
+    let summary = inspect_json(&codes);
+    assert_eq!(summary["n_cells"], 700);
+    assert_eq!(summary["n_genes"], 30, "a 30-number code per cell");
+
+    // The saved model encodes the same cells given with the genes in reverse order to the
+    // same codes.
+    let d = cellident_io::read_mtx_folder(&data).unwrap();
+    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
+    let shuffled = dir.path().join("reversed.parquet");
+    cellident_io::write_parquet(
+        &shuffled,
+        &d.select_genes(&reversed).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let again = dir.path().join("again.csv");
+    ok(&cellident(&[
+        &"embed", &shuffled, &"--model", &model, &"-o", &again,
+    ]));
+    let first = cellident_io::read_parquet(&codes).unwrap();
+    let dense = first.matrix().to_dense();
+    let mut r = csv_reader(&again);
+    let mut n = 0;
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.unwrap();
+        assert_eq!(&rec[0], first.cell_ids()[i].as_str());
+        for j in 0..30 {
+            let v: f32 = rec[j + 1].parse().unwrap();
+            assert!((v - dense[i * 30 + j]).abs() < 1e-4, "cell {i} unit {j}");
+        }
+        n += 1;
+    }
+    assert_eq!(n, 700);
+
+    // The codes carry the cell types: k-means on them recovers bulk_labels with ARI 0.40 at
+    // this seed (PCA-50 + k-means on the full profiles: 0.50).
+    let clusters = dir.path().join("clusters.csv");
+    ok(&cellident(&[
+        &"cluster",
+        &codes,
+        &"-o",
+        &clusters,
+        &"--method",
+        &"kmeans",
+        &"--k",
+        &"10",
+    ]));
+    let e: Value = serde_json::from_str(&ok(&cellident(&[
+        &"evaluate",
+        &"--truth",
+        &fixture("pbmc68k_reduced/obs.csv.gz"),
+        &"--truth-column",
+        &"bulk_labels",
+        &"--pred",
+        &clusters,
+        &"--pred-column",
+        &"cluster",
+    ])))
+    .unwrap();
+    assert!(e["ari"].as_f64().unwrap() > 0.3, "{}", e["ari"]);
+}
