@@ -1,6 +1,6 @@
 //! `cellident`: import, inspect, export and preprocess expression data, train and apply a
-//! cell-type classifier, cluster cells, encode them as cell identity codes, and evaluate
-//! predictions; later issues add explain and report.
+//! cell-type classifier, cluster cells, encode them as cell identity codes, explain a
+//! classifier's decisions gene by gene, and evaluate predictions; `report` is still to come.
 //!
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
@@ -14,6 +14,7 @@ mod annotate;
 mod cluster;
 mod embed;
 mod evaluate;
+mod explain;
 mod preprocess;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ enum Command {
     Annotate(annotate::AnnotateArgs),
     /// Cell identity codes (CIC) of every cell, from a model trained here or a saved one.
     Embed(embed::EmbedArgs),
+    /// Genes behind a saved classifier's decisions: IG, gradient x input or DeepLIFT rankings per class.
+    Explain(explain::ExplainArgs),
     /// Cluster cells without labels: Leiden (default), PCA + k-means or CICL -> cell,cluster CSV.
     Cluster(cluster::ClusterArgs),
     /// Score predicted labels against true labels (classification and clustering metrics, JSON).
@@ -173,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Annotate(a) => annotate::annotate(a, cli.quiet),
         Command::Cluster(a) => cluster::run(a, cli.quiet),
         Command::Embed(a) => embed::run(a, cli.quiet),
+        Command::Explain(a) => explain::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a),
     }
 }

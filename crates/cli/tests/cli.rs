@@ -654,3 +654,105 @@ fn embed_trains_saves_and_reencodes_by_gene_name() {
     .unwrap();
     assert!(e["ari"].as_f64().unwrap() > 0.3, "{}", e["ari"]);
 }
+
+/// Genes of `class` in an explain table (`class,rank,gene,score`), best first.
+fn ranked_genes(path: &Path, class: &str) -> Vec<String> {
+    let mut r = csv_reader(path);
+    r.records()
+        .map(|rec| rec.unwrap())
+        .filter(|rec| &rec[0] == class)
+        .map(|rec| rec[2].to_string())
+        .collect()
+}
+
+fn hits(genes: &[String], markers: &[&str]) -> usize {
+    markers
+        .iter()
+        .filter(|m| genes.iter().any(|g| g == *m))
+        .count()
+}
+
+#[test]
+fn explain_ranks_canonical_markers() {
+    // Canonical PBMC markers (issue #7's list) in the top 25 of their own type on the
+    // pbmc68k_reduced fixture.
+    let (mono, b, nk) = (
+        ["CD14", "LYZ", "FCN1", "S100A8", "FCGR3A"],
+        ["CD79A", "CD79B", "MS4A1"],
+        ["NKG7", "GNLY", "GZMB", "PRF1"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("pbmc68k_reduced");
+    let nact = dir.path().join("nact.safetensors");
+    ok(&cellident(&[
+        &"train",
+        &data,
+        &"--label",
+        &"bulk_labels",
+        &"-o",
+        &nact,
+        &"--epochs",
+        &"10",
+    ]));
+    let ig = dir.path().join("ig.csv");
+    ok(&cellident(&[
+        &"explain",
+        &data,
+        &"--model",
+        &nact,
+        &"-o",
+        &ig,
+        &"--label",
+        &"bulk_labels",
+        &"--steps",
+        &"16",
+    ]));
+    let found = hits(&ranked_genes(&ig, "CD14+ Monocyte"), &mono)
+        + hits(&ranked_genes(&ig, "CD19+ B"), &b)
+        + hits(&ranked_genes(&ig, "CD56+ NK"), &nk);
+    // 7 of these 12 at this seed (FCGR3A, FCN1; CD79A; NKG7, GNLY, GZMB, PRF1).
+    assert!(found >= 5, "N-ACT integrated gradients: {found} markers");
+    assert_eq!(ranked_genes(&ig, "CD19+ B").len(), 25);
+
+    // A CIC classifier explained by DeepLIFT: the B-cell receptor genes lead.
+    let cic = dir.path().join("cic.safetensors");
+    let codes = dir.path().join("codes.parquet");
+    ok(&cellident(&[
+        &"embed",
+        &data,
+        &"-o",
+        &codes,
+        &"--label",
+        &"bulk_labels",
+        &"--epochs",
+        &"5",
+        &"--save-model",
+        &cic,
+    ]));
+    let dl = dir.path().join("deeplift.csv");
+    ok(&cellident(&[
+        &"explain",
+        &data,
+        &"--model",
+        &cic,
+        &"-o",
+        &dl,
+        &"--method",
+        &"deeplift",
+    ]));
+    assert!(hits(&ranked_genes(&dl, "CD19+ B"), &b) >= 2);
+
+    // DeepLIFT on N-ACT's attention is refused with the alternative named.
+    let out = cellident(&[
+        &"explain",
+        &data,
+        &"--model",
+        &nact,
+        &"-o",
+        &dl,
+        &"--method",
+        &"deeplift",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--method ig"));
+}
