@@ -31,7 +31,6 @@ mod allocator {
 }
 
 mod fixtures;
-mod plots;
 mod reproduce;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `cellident`: import, inspect, export and preprocess expression data, train and apply a
 //! cell-type classifier, cluster cells, encode them as cell identity codes, explain a
-//! classifier's decisions gene by gene, and evaluate predictions; `report` is still to come.
+//! classifier's decisions gene by gene, evaluate predictions, and render benchmark reports.
 //!
 //! Exit codes: 0 success, 1 a runtime error (bad input, failed I/O), 2 a usage error (clap).
 //! Errors are printed as one line on stderr: `error: <cause>: <cause>...`.
@@ -16,6 +16,7 @@ mod embed;
 mod evaluate;
 mod explain;
 mod preprocess;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Score predicted labels against true labels (classification and clustering metrics, JSON).
     Evaluate(evaluate::EvaluateArgs),
+    /// Render a benchmark results.json as report.md with SVG figures.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed::run(a, cli.quiet),
         Command::Explain(a) => explain::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Report(a) => report::run(a, cli.quiet),
     }
 }
 

@@ -756,3 +756,40 @@ fn explain_ranks_canonical_markers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--method ig"));
 }
+
+#[test]
+fn report_renders_a_results_file() {
+    // A results.json of two real clustering runs (pollen fixture numbers from docs/results.md)
+    // and an annotate run with its confusion matrix.
+    let dir = tempfile::tempdir().unwrap();
+    let results = serde_json::json!({"records": [
+        {"dataset": "pollen_simlr", "task": "cluster", "target": "label", "method": "kmeans", "seed": 0,
+         "metrics": {"ari": 0.920, "nmi": 0.930}, "train_seconds": 0.1, "predict_seconds": 0.0,
+         "peak_rss_bytes": null, "config": {}},
+        {"dataset": "pollen_simlr", "task": "cluster", "target": "label", "method": "leiden", "seed": 0,
+         "metrics": {"ari": 0.749, "nmi": 0.853}, "train_seconds": 0.1, "predict_seconds": 0.0,
+         "peak_rss_bytes": null, "config": {}},
+        {"dataset": "toy", "task": "annotate", "target": "type", "method": "logreg", "seed": 0,
+         "metrics": {"accuracy": 0.75}, "train_seconds": 0.1, "predict_seconds": 0.0,
+         "peak_rss_bytes": null,
+         "config": {"classes": ["B", "T"], "confusion": [[3, 1], [0, 4]], "loss_curve": [1.0, 0.5, 0.25]}}
+    ]});
+    let path = dir.path().join("results.json");
+    std::fs::write(&path, serde_json::to_vec(&results).unwrap()).unwrap();
+    ok(&cellident(&[&"report", &path]));
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(
+        report.contains("| pollen_simlr | label | leiden | 0 |"),
+        "{report}"
+    );
+    assert!(report.contains("plots/cluster_ari.svg"));
+    let bars = std::fs::read_to_string(dir.path().join("plots/cluster_ari.svg")).unwrap();
+    assert!(bars.contains("leiden") && bars.contains("kmeans"));
+    let confusion =
+        std::fs::read_to_string(dir.path().join("plots/confusion_toy_type_logreg.svg")).unwrap();
+    // Row B: 3 of 4 right -> 0.75 of the darkest blue; row T: 4 of 4 -> the darkest.
+    assert!(confusion.contains("#08306B"));
+    let out = cellident(&[&"report", &dir.path().join("missing.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+}

@@ -133,11 +133,12 @@ fn write_outputs(
         &ParquetWriteOptions::default(),
     )
     .context("writing the CICL embedding")?;
-    super::figures::pca_view(
+    cellident_report::pca_view(
         &ctx.dir.join("cicl_embedding_2d.svg"),
         "CICL embedding, coloured by the true labels",
         h,
         y,
         classes,
-    )
+    )?;
+    Ok(())
 }

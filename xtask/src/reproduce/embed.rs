@@ -281,13 +281,14 @@ fn write_side_outputs(model: &Cic, e: &EmbedData, ctx: &RunContext) -> Result<()
         w.write_all(text.as_bytes())
     })
     .context("writing the CIC codes")?;
-    super::figures::pca_view(
+    cellident_report::pca_view(
         &ctx.dir.join("cic_codes_2d.svg"),
         "CIC codes, coloured by the true labels",
         &codes,
         &e.y,
         &e.classes,
-    )
+    )?;
+    Ok(())
 }
 
 pub fn run_pca(

@@ -5,7 +5,6 @@
 mod check;
 mod cluster;
 mod embed;
-mod figures;
 mod markers;
 mod metadata;
 mod methods;
@@ -51,34 +50,7 @@ struct Suite {
     dataset: Vec<DatasetSpec>,
 }
 
-/// One measured run, as written to results.json.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    pub dataset: String,
-    pub task: String,
-    pub target: String,
-    pub method: String,
-    pub seed: u64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub fold: Option<usize>,
-    /// How the folds were made (`stratified_5fold`, `leave_one_batch_out`).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub split: Option<String>,
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    pub train_seconds: f64,
-    pub predict_seconds: f64,
-    pub peak_rss_bytes: Option<u64>,
-    pub config: serde_json::Value,
-}
-
-/// The whole results file.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct Results {
-    pub records: Vec<Record>,
-    /// Method/task pairs of the suite that have no implementation yet (with the issue that adds them).
-    #[serde(default)]
-    pub pending: Vec<String>,
-}
+pub use cellident_report::{Record, Results};
 
 /// Options of a reproduction run.
 #[derive(Debug, Clone)]
@@ -259,9 +231,7 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
     results.pending.dedup();
     let json = serde_json::to_vec_pretty(&results)?;
     cellident_io::write_atomic(&o.out.join("results.json"), |w| w.write_all(&json))?;
-    let figures = figures::make(&results, &o.out)?;
-    let report = report_markdown(&results, &figures, started.elapsed().as_secs_f64());
-    cellident_io::write_atomic(&o.out.join("report.md"), |w| w.write_all(report.as_bytes()))?;
+    cellident_report::write_report(&results, &o.out, Some(started.elapsed().as_secs_f64()))?;
     println!(
         "\nwrote {} and {} ({:.1} s)",
         o.out.join("results.json").display(),
@@ -297,126 +267,6 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
         println!("regression check against {} passed", baseline.display());
     }
     Ok(())
-}
-
-fn report_markdown(r: &Results, figures: &[figures::Figure], seconds: f64) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(s, "# cellident reproduction report\n");
-    let _ = writeln!(
-        s,
-        "{} records in {seconds:.1} s. Metrics: ARI, NMI, AMI and Hungarian accuracy (`acc`) for clustering; accuracy and F1 for annotation.\n",
-        r.records.len()
-    );
-    let mut tasks: Vec<&str> = r.records.iter().map(|x| x.task.as_str()).collect();
-    tasks.sort();
-    tasks.dedup();
-    for task in tasks {
-        let recs: Vec<&Record> = r.records.iter().filter(|x| x.task == task).collect();
-        let mut keys: Vec<&String> = recs.iter().flat_map(|x| x.metrics.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let _ = writeln!(s, "## {task}\n");
-        let _ = write!(s, "| dataset | target | method | seed |");
-        for k in &keys {
-            let _ = write!(s, " {k} |");
-        }
-        let _ = writeln!(s, " train s | peak RSS MB |");
-        let _ = writeln!(s, "|{}", " --- |".repeat(6 + keys.len()));
-        for x in recs {
-            let _ = write!(
-                s,
-                "| {} | {} | {} | {} |",
-                x.dataset, x.target, x.method, x.seed
-            );
-            for k in &keys {
-                match x.metrics.get(*k) {
-                    Some(v) => {
-                        let _ = write!(s, " {v:.3} |");
-                    }
-                    None => s.push_str(" - |"),
-                }
-            }
-            let _ = writeln!(
-                s,
-                " {:.2} | {} |",
-                x.train_seconds,
-                x.peak_rss_bytes
-                    .map_or("-".into(), |b| (b >> 20).to_string())
-            );
-        }
-        s.push('\n');
-    }
-    let summary = fold_summary(r);
-    if !summary.is_empty() {
-        let _ = writeln!(s, "## Cross-validated accuracy (mean ± sd over folds)\n");
-        let _ = writeln!(
-            s,
-            "| dataset | target | split | method | folds | accuracy | macro F1 |"
-        );
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
-        for line in summary {
-            let _ = writeln!(s, "{line}");
-        }
-        s.push('\n');
-    }
-    if !figures.is_empty() {
-        let _ = writeln!(s, "## Figures\n");
-        for f in figures {
-            let _ = writeln!(s, "### {}\n\n![{}]({})\n", f.caption, f.caption, f.path);
-        }
-    }
-    if !r.pending.is_empty() {
-        let _ = writeln!(s, "## Not implemented yet\n");
-        for p in &r.pending {
-            let _ = writeln!(s, "- {p}");
-        }
-    }
-    s
-}
-
-/// One markdown row per (dataset, target, split, method, seed) of fold records: mean ± sd of
-/// accuracy and macro F1.
-fn fold_summary(r: &Results) -> Vec<String> {
-    use std::collections::BTreeMap;
-    type Key<'a> = (&'a str, &'a str, &'a str, &'a str, u64);
-    let mut groups: BTreeMap<Key<'_>, Vec<&Record>> = BTreeMap::new();
-    for x in r.records.iter().filter(|x| x.fold.is_some()) {
-        let key = (
-            x.dataset.as_str(),
-            x.target.as_str(),
-            x.split.as_deref().unwrap_or("folds"),
-            x.method.as_str(),
-            x.seed,
-        );
-        groups.entry(key).or_default().push(x);
-    }
-    let stat = |v: &[f64]| {
-        let n = v.len() as f64;
-        let m = v.iter().sum::<f64>() / n;
-        let sd = if v.len() > 1 {
-            (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        format!("{m:.3} ± {sd:.3}")
-    };
-    groups
-        .into_iter()
-        .map(|((d, t, sp, m, _), recs)| {
-            let get = |k: &str| -> Vec<f64> {
-                recs.iter()
-                    .filter_map(|x| x.metrics.get(k).copied())
-                    .collect()
-            };
-            format!(
-                "| {d} | {t} | {sp} | {m} | {} | {} | {} |",
-                recs.len(),
-                stat(&get("accuracy")),
-                stat(&get("macro_f1"))
-            )
-        })
-        .collect()
 }
 
 /// Resets this process's peak-RSS counter (Linux `clear_refs` 5), so each method's peak is its own.

@@ -6,12 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-
-use super::{Record, Results};
-use crate::plots;
+use crate::{Record, ReportError, Result, Results, plots};
 
 /// A figure for the report: caption and path relative to the output folder.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     pub caption: String,
     pub path: String,
@@ -250,10 +248,14 @@ fn salient_heatmaps(results: &Results, out: &Path) -> Result<Vec<Figure>> {
         }
         seen.push(table.clone());
         // cell_type,rank,gene,score
-        let mut reader = csv::Reader::from_path(&table)?;
+        let csv_error = |source| ReportError::Csv {
+            path: table.clone(),
+            source,
+        };
+        let mut reader = csv::Reader::from_path(&table).map_err(csv_error)?;
         let mut rows: Vec<(String, usize, String, f64)> = Vec::new();
         for row in reader.deserialize() {
-            rows.push(row.with_context(|| format!("reading {}", table.display()))?);
+            rows.push(row.map_err(csv_error)?);
         }
         let mut types: Vec<String> = Vec::new();
         let mut genes: Vec<String> = Vec::new();

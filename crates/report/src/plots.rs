@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use plotters::prelude::*;
+
+use crate::{ReportError, Result};
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Twenty distinguishable colours (the tab20 palette order), reused cyclically.
@@ -41,24 +42,36 @@ fn colour(i: usize) -> RGBColor {
 fn write_svg(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+    draw: impl FnOnce(
+        &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    ) -> std::result::Result<(), DrawError>,
 ) -> Result<()> {
     let mut text = String::new();
+    let failed = |message: String| ReportError::Draw {
+        path: path.to_path_buf(),
+        message,
+    };
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        draw(&root)?;
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.fill(&WHITE).map_err(|e| failed(e.to_string()))?;
+        draw(&root).map_err(|e| failed(e.0))?;
+        root.present().map_err(|e| failed(e.to_string()))?;
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    cellident_io::write_atomic(path, |w| w.write_all(text.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
+    cellident_io::write_atomic(path, |w| w.write_all(text.as_bytes()))?;
+    Ok(())
 }
 
-fn err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing failed: {e}")
+/// A drawing error inside one chart (the chart's path is added by [`write_svg`]).
+struct DrawError(String);
+
+fn err(e: impl std::fmt::Display) -> DrawError {
+    DrawError(e.to_string())
 }
 
 /// Grouped bars: one group per entry of `groups` (x axis), one bar per series (colour, in the
