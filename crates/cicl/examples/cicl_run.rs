@@ -20,9 +20,7 @@ fn main() {
     let d = cellident_io::read_mtx_folder(std::path::Path::new(&args[1])).unwrap();
     let labels = d.obs().labels(&args[2]).unwrap();
     let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
-    let codes = enc.transform(&labels);
-    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
-    let y: Vec<u32> = keep.iter().map(|&i| codes[i].unwrap()).collect();
+    let (keep, y) = enc.labelled_rows(&labels);
     let d = d.select_cells(&keep).unwrap();
     let params = PipelineParams {
         scale: std::env::var("CICL_SCALE").is_ok().then_some(Some(10.0)),

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use cellident_io::ExpressionDataset;
 use cellident_nact::{Nact, NactParams};
+use cellident_preprocess::looks_like_counts;
 use cellident_preprocess::pipeline::{Pipeline, PipelineParams, Prepared, Step};
-use cellident_preprocess::{LabelEncoder, looks_like_counts};
-use cellident_tensor::progress_bar::EpochBar;
 use cellident_tensor::{CheckParams, Classifier, DeviceChoice};
 
 /// The label written for cells whose top probability is below `--min-probability`.
@@ -66,22 +65,7 @@ pub struct AnnotateArgs {
 
 pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let data = crate::read_dataset(&a.input)?;
-    let labels = data
-        .obs()
-        .labels(&a.label)
-        .with_context(|| format!("{}: the --label column", a.input.display()))?;
-    let enc = LabelEncoder::fit(&labels)?;
-    let codes = enc.transform(&labels);
-    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
-    let y: Vec<u32> = keep.iter().filter_map(|&i| codes[i]).collect();
-    if enc.classes.len() < 2 {
-        bail!(
-            "{}: column '{}' has {} cell type(s); a classifier needs at least 2",
-            a.input.display(),
-            a.label,
-            enc.classes.len()
-        );
-    }
+    let (enc, keep, y) = crate::labelled_rows(&data, &a.label, &a.input)?;
     let d = data.select_cells(&keep)?;
     let recipe = PipelineParams::log_hvg(&d, a.n_top_genes);
     let (pipeline, out) = Pipeline::fit(&d, &recipe).context("preprocessing (log, HVG)")?;
@@ -97,11 +81,7 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     }
     let device: DeviceChoice = a.device.parse()?;
     let mut model = Nact::new(params.check()?, device.device()?);
-    let mut bar = if quiet {
-        EpochBar::hidden("N-ACT")
-    } else {
-        EpochBar::new("N-ACT")
-    };
+    let mut bar = crate::epoch_bar("N-ACT", quiet);
     let report = model.fit(p.matrix(), &y, enc.classes.len(), &mut bar)?;
     model.save(
         &a.output,

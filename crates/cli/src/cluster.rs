@@ -8,12 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use cellident_cicl::{Cicl, CiclParams};
-use cellident_io::{CsrMatrix, ExpressionDataset, ParquetWriteOptions, Table};
+use cellident_io::{ExpressionDataset, ParquetWriteOptions, Table};
 use cellident_preprocess::pipeline::{PipelineParams, Prepared};
 use cellident_preprocess::{
     KMeansParams, LeidenParams, NeighborsParams, Pipeline, kmeans, leiden, neighbors,
 };
-use cellident_tensor::progress_bar::EpochBar;
 use cellident_tensor::{CheckParams, DenseMatrix, DeviceChoice};
 use clap::ValueEnum;
 
@@ -152,21 +151,16 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
             }
             let device: DeviceChoice = a.device.parse()?;
             let mut model = Cicl::new(params.check()?, device.device()?);
-            let mut bar = if quiet {
-                EpochBar::hidden("CICL")
-            } else {
-                EpochBar::new("CICL")
-            };
+            let mut bar = crate::epoch_bar("CICL", quiet);
             let fit = model.fit(&x, k.unwrap_or(1), &mut bar)?;
             if let Some(path) = &a.embedding {
                 let h = &fit.embedding;
                 let features = (0..h.n_cols).map(|j| format!("h{j}")).collect();
-                let embedding = ExpressionDataset::new(
-                    CsrMatrix::from_dense(h.n_rows, h.n_cols, &h.values)?,
+                let embedding = ExpressionDataset::from_dense(
+                    &h.values,
                     p.cell_ids().to_vec(),
                     features,
                     Table::empty(h.n_rows),
-                    Table::empty(h.n_cols),
                 )?;
                 cellident_io::write_parquet(path, &embedding, &ParquetWriteOptions::default())
                     .with_context(|| format!("cannot write {}", path.display()))?;

@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use cellident_cic::{Cic, CicParams};
-use cellident_io::{CsrMatrix, ExpressionDataset, ParquetWriteOptions, Table};
-use cellident_preprocess::LabelEncoder;
+use cellident_io::{ExpressionDataset, ParquetWriteOptions, Table};
 use cellident_preprocess::pipeline::{Pipeline, PipelineParams, Prepared};
-use cellident_tensor::progress_bar::EpochBar;
 use cellident_tensor::{CheckParams, Classifier, DenseMatrix, DeviceChoice, Embedder};
 
 #[derive(Debug, clap::Args)]
@@ -96,32 +94,14 @@ fn train(
         params.max_epochs = e;
     }
     let mut model = Cic::new(params.check()?, device);
-    let mut bar = if quiet {
-        EpochBar::hidden("CIC")
-    } else {
-        EpochBar::new("CIC")
-    };
+    let mut bar = crate::epoch_bar("CIC", quiet);
     let classes = match &a.label {
         None => {
             model.fit_autoencoder(x.matrix(), &mut bar)?;
             Vec::new()
         }
         Some(column) => {
-            let labels = x
-                .obs()
-                .labels(column)
-                .with_context(|| format!("{}: the --label column", a.input.display()))?;
-            let enc = LabelEncoder::fit(&labels)?;
-            let codes = enc.transform(&labels);
-            let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
-            let y: Vec<u32> = keep.iter().filter_map(|&i| codes[i]).collect();
-            if enc.classes.len() < 2 {
-                bail!(
-                    "{}: column '{column}' has {} class(es); the classifier needs at least 2",
-                    a.input.display(),
-                    enc.classes.len()
-                );
-            }
+            let (enc, keep, y) = crate::labelled_rows(&x, column, &a.input)?;
             model.fit(
                 &x.matrix().select_rows(&keep),
                 &y,
@@ -165,12 +145,11 @@ fn write_codes(path: &Path, cells: &[String], codes: &DenseMatrix) -> Result<()>
         }
         cellident_io::write_atomic(path, |w| w.write_all(text.as_bytes()))
     } else {
-        let d = ExpressionDataset::new(
-            CsrMatrix::from_dense(codes.n_rows, codes.n_cols, &codes.values)?,
+        let d = ExpressionDataset::from_dense(
+            &codes.values,
             cells.to_vec(),
             names,
             Table::empty(codes.n_rows),
-            Table::empty(codes.n_cols),
         )?;
         cellident_io::write_parquet(path, &d, &ParquetWriteOptions::default())
     }

@@ -11,7 +11,10 @@ use cellident_explain::{
     rankings_csv,
 };
 use cellident_nact::Nact;
-use cellident_tensor::{CheckpointMeta, Classifier, DeviceChoice, checkpoint_paths};
+use cellident_tensor::{
+    CheckpointMeta, Classifier, DeviceChoice, DifferentiableClassifier, FeedForward,
+    checkpoint_paths,
+};
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +68,9 @@ pub struct ExplainArgs {
     device: String,
 }
 
+const NO_DEEPLIFT: &str = "DeepLIFT needs a feed-forward model (a CIC classifier); N-ACT's \
+                           attention is explained with --method ig or grad-x-input";
+
 /// The saved classifiers `explain` understands.
 enum Model {
     Nact(Nact),
@@ -115,12 +121,21 @@ fn load(
 pub fn run(a: ExplainArgs, quiet: bool) -> Result<()> {
     let device = a.device.parse::<DeviceChoice>()?.device()?;
     let (model, meta) = load(&a, &device)?;
+    // One view of the model per use: predictions, gradients, and the layer list DeepLIFT walks
+    // (N-ACT's attention is not a feed-forward layer).
+    let (classifier, differentiable, feed_forward): (
+        &dyn Classifier,
+        &dyn DifferentiableClassifier,
+        Option<&dyn FeedForward>,
+    ) = match &model {
+        Model::Nact(m) => (m, m, None),
+        Model::Cic(m) => (m, m, Some(m)),
+    };
+    if a.method == ExplainMethod::Deeplift && feed_forward.is_none() {
+        bail!("{NO_DEEPLIFT}");
+    }
     let data = crate::read_dataset(&a.input)?;
     let x = crate::annotate::prepare_query(&meta, &a.model, &data, &a.input, a.min_gene_overlap)?;
-    let classifier: &dyn Classifier = match &model {
-        Model::Nact(m) => m,
-        Model::Cic(m) => m,
-    };
     // Which class each cell's attribution explains, and which cells take part.
     let (rows, targets): (Vec<usize>, Vec<u32>) = match &a.label {
         Some(column) => {
@@ -154,22 +169,13 @@ pub fn run(a: ExplainArgs, quiet: bool) -> Result<()> {
     // The reference is the mean profile of the explained cells: a checkpoint keeps no
     // training mean, and the mean of the data at hand is what DeepLIFT users usually take.
     let reference = Reference::mean_of(&xm);
-    let attributions: Attributions = match (a.method, &model) {
-        (ExplainMethod::Deeplift, Model::Cic(m)) => {
-            deeplift(m, &xm, &targets, &reference, &device)?
+    let attributions: Attributions = match (a.method, feed_forward) {
+        (ExplainMethod::Deeplift, Some(m)) => deeplift(m, &xm, &targets, &reference, &device)?,
+        (ExplainMethod::Deeplift, None) => bail!("{NO_DEEPLIFT}"),
+        (ExplainMethod::Ig, _) => {
+            integrated_gradients(differentiable, &xm, &targets, &reference, a.steps, &device)?
         }
-        (ExplainMethod::Deeplift, Model::Nact(_)) => bail!(
-            "DeepLIFT needs a feed-forward model (a CIC classifier); N-ACT's attention is \
-             explained with --method ig or grad-x-input"
-        ),
-        (ExplainMethod::Ig, Model::Nact(m)) => {
-            integrated_gradients(m, &xm, &targets, &reference, a.steps, &device)?
-        }
-        (ExplainMethod::Ig, Model::Cic(m)) => {
-            integrated_gradients(m, &xm, &targets, &reference, a.steps, &device)?
-        }
-        (ExplainMethod::GradXInput, Model::Nact(m)) => gradient_x_input(m, &xm, &targets, &device)?,
-        (ExplainMethod::GradXInput, Model::Cic(m)) => gradient_x_input(m, &xm, &targets, &device)?,
+        (ExplainMethod::GradXInput, _) => gradient_x_input(differentiable, &xm, &targets, &device)?,
     };
     let ranking = match a.ranking {
         RankingArg::Signed => Ranking::Signed,

@@ -192,6 +192,39 @@ pub(crate) fn read_dataset(path: &Path) -> Result<cellident_io::ExpressionDatase
         .with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The cells of `data` labelled in obs column `column` (`path` names the file in errors): the
+/// classes, the labelled rows and their class indices. A classifier needs two classes at least.
+pub(crate) fn labelled_rows(
+    data: &cellident_io::ExpressionDataset,
+    column: &str,
+    path: &Path,
+) -> Result<(cellident_preprocess::LabelEncoder, Vec<usize>, Vec<u32>)> {
+    let labels = data
+        .obs()
+        .labels(column)
+        .with_context(|| format!("{}: the --label column", path.display()))?;
+    let enc = cellident_preprocess::LabelEncoder::fit(&labels)?;
+    if enc.classes.len() < 2 {
+        bail!(
+            "{}: column '{column}' has {} class(es); a classifier needs at least 2",
+            path.display(),
+            enc.classes.len()
+        );
+    }
+    let (rows, y) = enc.labelled_rows(&labels);
+    Ok((enc, rows, y))
+}
+
+/// The epoch progress bar of a training run, hidden under `--quiet`.
+pub(crate) fn epoch_bar(name: &str, quiet: bool) -> cellident_tensor::progress_bar::EpochBar {
+    use cellident_tensor::progress_bar::EpochBar;
+    if quiet {
+        EpochBar::hidden(name)
+    } else {
+        EpochBar::new(name)
+    }
+}
+
 fn spinner(quiet: bool, message: String) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();

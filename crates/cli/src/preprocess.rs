@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cellident_io::{CsrMatrix, ExpressionDataset, ParquetWriteOptions, Table};
+use cellident_io::{ExpressionDataset, ParquetWriteOptions};
 use cellident_preprocess::pipeline::{PipelineParams, Prepared};
 use cellident_preprocess::qc::{MitoPrefix, QcParams, apply_qc};
 use cellident_preprocess::{HvgFlavor, HvgParams, PcaParams, Pipeline};
@@ -106,11 +106,7 @@ pub fn run(a: PreprocessArgs, quiet: bool) -> Result<()> {
             feature_names,
             values,
             obs,
-        } => {
-            let n = feature_names.len();
-            let m = CsrMatrix::from_dense(values.n_rows, values.n_cols, &values.values)?;
-            ExpressionDataset::new(m, cell_ids, feature_names, obs, Table::empty(n))?
-        }
+        } => ExpressionDataset::from_dense(&values.values, cell_ids, feature_names, obs)?,
     };
     let record =
         serde_json::json!({"qc": qc, "qc_report": report, "params": params, "pipeline": pipeline});

@@ -372,21 +372,41 @@ fn evaluate_reports_every_metric() {
 /// ARI of `clusters.csv` (column `cluster`) against the pollen fixture's `label`, through
 /// `cellident evaluate`.
 fn pollen_ari(clusters: &Path) -> f64 {
-    let obs = fixture("pollen_simlr/obs.csv.gz");
-    let e: Value = serde_json::from_str(&ok(&cellident(&[
+    let e = evaluate_fixture("pollen_simlr", "label", clusters, "cluster");
+    assert_eq!(e["n_cells"], 249, "every cell is clustered");
+    e["ari"].as_f64().unwrap()
+}
+
+/// `cellident evaluate` of column `pred_column` of `pred` against obs column `truth_column`
+/// of a fixture.
+fn evaluate_fixture(name: &str, truth_column: &str, pred: &Path, pred_column: &str) -> Value {
+    let obs = fixture(&format!("{name}/obs.csv.gz"));
+    serde_json::from_str(&ok(&cellident(&[
         &"evaluate",
         &"--truth",
         &obs,
         &"--truth-column",
-        &"label",
+        &truth_column,
         &"--pred",
-        &clusters,
+        &pred,
         &"--pred-column",
-        &"cluster",
+        &pred_column,
     ])))
+    .unwrap()
+}
+
+/// The cells of a fixture with the genes in reverse order, as a Parquet dataset in `dir`.
+fn reversed_gene_copy(fixture_dir: &Path, dir: &Path) -> PathBuf {
+    let d = cellident_io::read_mtx_folder(fixture_dir).unwrap();
+    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
+    let path = dir.join("reversed.parquet");
+    cellident_io::write_parquet(
+        &path,
+        &d.select_genes(&reversed).unwrap(),
+        &Default::default(),
+    )
     .unwrap();
-    assert_eq!(e["n_cells"], 249, "every cell is clustered");
-    e["ari"].as_f64().unwrap()
+    path
 }
 
 #[test]
@@ -494,15 +514,7 @@ fn train_then_annotate_with_another_gene_order() {
     assert!(dir.path().join("nact.json").exists(), "sidecar written");
 
     // The same cells with the genes in reverse order, as a Parquet dataset.
-    let d = cellident_io::read_mtx_folder(&data).unwrap();
-    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
-    let shuffled = dir.path().join("reversed.parquet");
-    cellident_io::write_parquet(
-        &shuffled,
-        &d.select_genes(&reversed).unwrap(),
-        &Default::default(),
-    )
-    .unwrap();
+    let shuffled = reversed_gene_copy(&data, dir.path());
 
     let a = dir.path().join("a.csv");
     let b = dir.path().join("b.csv");
@@ -530,18 +542,7 @@ fn train_then_annotate_with_another_gene_order() {
         assert!((p - q).abs() < 1e-6, "cell {cell}: {p} vs {q}");
     }
     // On its own training cells N-ACT (10 epochs) is right for most of them.
-    let e: Value = serde_json::from_str(&ok(&cellident(&[
-        &"evaluate",
-        &"--truth",
-        &fixture("pbmc68k_reduced/obs.csv.gz"),
-        &"--truth-column",
-        &"bulk_labels",
-        &"--pred",
-        &a,
-        &"--pred-column",
-        &"prediction",
-    ])))
-    .unwrap();
+    let e = evaluate_fixture("pbmc68k_reduced", "bulk_labels", &a, "prediction");
     assert!(e["accuracy"].as_f64().unwrap() > 0.75, "{}", e["accuracy"]);
 
     // A threshold turns exactly the low-confidence cells into Unassigned.
@@ -599,15 +600,7 @@ fn embed_trains_saves_and_reencodes_by_gene_name() {
 
     // The saved model encodes the same cells given with the genes in reverse order to the
     // same codes.
-    let d = cellident_io::read_mtx_folder(&data).unwrap();
-    let reversed: Vec<usize> = (0..d.n_genes()).rev().collect();
-    let shuffled = dir.path().join("reversed.parquet");
-    cellident_io::write_parquet(
-        &shuffled,
-        &d.select_genes(&reversed).unwrap(),
-        &Default::default(),
-    )
-    .unwrap();
+    let shuffled = reversed_gene_copy(&data, dir.path());
     let again = dir.path().join("again.csv");
     ok(&cellident(&[
         &"embed", &shuffled, &"--model", &model, &"-o", &again,
@@ -640,18 +633,7 @@ fn embed_trains_saves_and_reencodes_by_gene_name() {
         &"--k",
         &"10",
     ]));
-    let e: Value = serde_json::from_str(&ok(&cellident(&[
-        &"evaluate",
-        &"--truth",
-        &fixture("pbmc68k_reduced/obs.csv.gz"),
-        &"--truth-column",
-        &"bulk_labels",
-        &"--pred",
-        &clusters,
-        &"--pred-column",
-        &"cluster",
-    ])))
-    .unwrap();
+    let e = evaluate_fixture("pbmc68k_reduced", "bulk_labels", &clusters, "cluster");
     assert!(e["ari"].as_f64().unwrap() > 0.3, "{}", e["ari"]);
 }
 

@@ -23,6 +23,25 @@ pub struct ExpressionDataset {
 }
 
 impl ExpressionDataset {
+    /// A dataset of dense per-cell features (PCA scores, an embedding, codes): `values` is
+    /// row-major `[cells, features]`; `obs` annotates the cells, the features have none.
+    pub fn from_dense(
+        values: &[f32],
+        cell_ids: Vec<String>,
+        feature_names: Vec<String>,
+        obs: Table,
+    ) -> Result<Self> {
+        let n_features = feature_names.len();
+        let matrix = CsrMatrix::from_dense(cell_ids.len(), n_features, values)?;
+        ExpressionDataset::new(
+            matrix,
+            cell_ids,
+            feature_names,
+            obs,
+            Table::empty(n_features),
+        )
+    }
+
     /// Builds a dataset, checking every invariant.
     pub fn new(
         matrix: CsrMatrix,

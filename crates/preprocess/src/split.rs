@@ -46,6 +46,16 @@ impl LabelEncoder {
             .collect()
     }
 
+    /// The rows whose label is one of the classes, and their class indices (in row order):
+    /// what a supervised model trains on when some cells are unlabelled.
+    pub fn labelled_rows(&self, labels: &[Option<String>]) -> (Vec<usize>, Vec<u32>) {
+        self.transform(labels)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .unzip()
+    }
+
     /// The label text of class `i`.
     pub fn name(&self, i: u32) -> &str {
         &self.classes[i as usize]
@@ -168,6 +178,14 @@ pub fn leave_one_group_out(groups: &[u32]) -> Result<Vec<GroupFold>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_rows_skip_missing_and_unknown_labels() {
+        let some = |s: &str| Some(s.to_string());
+        let enc = LabelEncoder::fit(&[some("T"), None, some("B")]).unwrap();
+        let query = [some("B"), None, some("NK"), some("T")];
+        assert_eq!(enc.labelled_rows(&query), (vec![0, 3], vec![0, 1]));
+    }
 
     #[test]
     fn stratified_split_keeps_class_proportions() {

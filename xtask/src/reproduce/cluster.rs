@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use cellident_cicl::{Cicl, CiclFit, CiclParams};
-use cellident_io::{CsrMatrix, ExpressionDataset, ParquetWriteOptions, Table, write_parquet};
+use cellident_io::{ExpressionDataset, ParquetWriteOptions, Table, write_parquet};
 use cellident_preprocess::Pipeline;
 use cellident_preprocess::pipeline::Prepared;
 use cellident_tensor::{CheckParams, DenseMatrix};
@@ -120,12 +120,11 @@ fn write_outputs(
     .context("writing the CICL clusters")?;
     let h = &fit.embedding;
     let features = (0..h.n_cols).map(|j| format!("h{j}")).collect();
-    let embedding = ExpressionDataset::new(
-        CsrMatrix::from_dense(h.n_rows, h.n_cols, &h.values)?,
+    let embedding = ExpressionDataset::from_dense(
+        &h.values,
         p.cell_ids().to_vec(),
         features,
         Table::empty(h.n_rows),
-        Table::empty(h.n_cols),
     )?;
     write_parquet(
         &ctx.dir.join("cicl_embedding.parquet"),

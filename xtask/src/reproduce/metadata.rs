@@ -79,8 +79,7 @@ fn target_labels(d: &ExpressionDataset, column: &str) -> Result<(Vec<Option<Stri
 pub fn metadata_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<MetadataData> {
     let (labels, kind) = target_labels(data, &spec.label)?;
     let enc = LabelEncoder::fit(&labels)?;
-    let codes = enc.transform(&labels);
-    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
+    let (keep, y) = enc.labelled_rows(&labels);
     if keep.len() < FOLDS {
         bail!(
             "column '{}' labels only {} samples; {FOLDS}-fold cross-validation needs at least {FOLDS}",
@@ -88,7 +87,6 @@ pub fn metadata_data(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Metada
             keep.len()
         );
     }
-    let y: Vec<u32> = keep.iter().filter_map(|&i| codes[i]).collect();
     let mut d = data.select_cells(&keep)?;
     // Bulk arrays arrive as log2 intensities and are used as they are; count data get the
     // study's library-size normalisation and log.

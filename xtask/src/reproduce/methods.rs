@@ -118,9 +118,7 @@ pub(super) fn labelled(
 ) -> Result<(ExpressionDataset, Vec<u32>, LabelEncoder)> {
     let labels = data.obs().labels(column)?;
     let enc = LabelEncoder::fit(&labels)?;
-    let codes = enc.transform(&labels);
-    let keep: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_some()).collect();
-    let y = keep.iter().filter_map(|&i| codes[i]).collect();
+    let (keep, y) = enc.labelled_rows(&labels);
     let d = if keep.len() == data.n_cells() {
         data.clone()
     } else {
