@@ -56,6 +56,11 @@ pub trait LogitNetwork {
     fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor>;
     /// The trainable variables.
     fn vars(&self) -> Vec<Var>;
+    /// Variables trained at a multiple of the learning rate (PyTorch parameter groups);
+    /// every other variable uses the rate itself.
+    fn lr_scales(&self) -> Vec<(Var, f64)> {
+        Vec::new()
+    }
 }
 
 /// Splits the cells into (train, validation) stratified by class: `round(fraction * n)` of
@@ -155,6 +160,12 @@ pub fn fit_classifier_on_rows(
     let started = Instant::now();
     let vars = net.vars();
     let mut opt = Adam::new(vars.clone(), params.optimizer)?;
+    for (var, scale) in net.lr_scales() {
+        ensure_param(scale > 0.0 && scale.is_finite(), "lr_scale", || {
+            format!("must be > 0, got {scale}")
+        })?;
+        opt.set_lr_scale(&var, scale);
+    }
     let mut stopper = if val.is_empty() {
         None
     } else {

@@ -64,6 +64,8 @@ struct Slot {
     var: Var,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Multiplies the learning rate for this variable (1 unless set by [`Adam::set_lr_scale`]).
+    lr_scale: f32,
 }
 
 /// Adam / AdamW over a set of variables.
@@ -95,6 +97,24 @@ fn update_in_place(
     var.set(&Tensor::from_vec(w, t.shape(), t.device())?.to_dtype(t.dtype())?)
 }
 
+impl Adam {
+    /// Scales the learning rate of `var` by `scale` from now on (a parameter group in
+    /// PyTorch's terms); `false` when `var` is not one of the optimised variables.
+    pub fn set_lr_scale(&mut self, var: &Var, scale: f64) -> bool {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.var.as_tensor().id() == var.as_tensor().id())
+        {
+            Some(slot) => {
+                slot.lr_scale = scale as f32;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Optimizer for Adam {
     type Config = AdamParams;
 
@@ -108,6 +128,7 @@ impl Optimizer for Adam {
                     var,
                     m: vec![0.0; n],
                     v: vec![0.0; n],
+                    lr_scale: 1.0,
                 }
             })
             .collect();
@@ -129,7 +150,13 @@ impl Optimizer for Adam {
         let bc2_sqrt = bc2.sqrt() as f32;
         let (eps, wd, lr) = (p.eps as f32, p.weight_decay as f32, p.lr as f32);
         for slot in &mut self.slots {
-            let Slot { var, m: ms, v: vs } = slot;
+            let Slot {
+                var,
+                m: ms,
+                v: vs,
+                lr_scale,
+            } = slot;
+            let (step_size, lr) = (step_size * *lr_scale, lr * *lr_scale);
             update_in_place(var, grads, |w, g| {
                 for i in 0..w.len() {
                     let mut gi = g[i];
@@ -246,6 +273,33 @@ impl Optimizer for SgdMomentum {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// Adam's first step moves each weight by lr * g / (|g| + eps), i.e. by lr for |g| >> eps
+    /// (PyTorch docs' algorithm box with bias correction at t = 1): a variable given a learning
+    /// rate scale of 30 moves 30 times as far, the others as before.
+    #[test]
+    fn lr_scale_multiplies_one_variables_step() {
+        let a = Var::from_vec(vec![0f32, 0.0], 2, &Device::Cpu).unwrap();
+        let b = Var::from_vec(vec![0f32, 0.0], 2, &Device::Cpu).unwrap();
+        let params = AdamParams {
+            lr: 1e-3,
+            ..AdamParams::default()
+        };
+        let mut opt = Adam::new(vec![a.clone(), b.clone()], params).unwrap();
+        assert!(opt.set_lr_scale(&b, 30.0));
+        let stranger = Var::from_vec(vec![0f32], 1, &Device::Cpu).unwrap();
+        assert!(!opt.set_lr_scale(&stranger, 2.0));
+        // d/dw of sum(w) = 1 for every weight.
+        let loss = (a.as_tensor().sum_all().unwrap() + b.as_tensor().sum_all().unwrap()).unwrap();
+        opt.backward_step(&loss).unwrap();
+        for v in a.as_tensor().to_vec1::<f32>().unwrap() {
+            assert!((v + 1e-3).abs() < 1e-8, "{v}");
+        }
+        for v in b.as_tensor().to_vec1::<f32>().unwrap() {
+            // f32 rounding of (1 - beta2) makes the step 1 + 7e-6 times lr.
+            assert!((v + 30e-3).abs() < 1e-6, "{v}");
+        }
+    }
 
     /// Minimises f(w) = sum((w - 3)^2) from w = 0 and compares with an independent scalar
     /// transcription of torch.optim.Adam's update (PyTorch 2.x docs, algorithm box).
