@@ -1,5 +1,5 @@
-//! `cellident train` (an N-ACT cell-type classifier from a labelled dataset, saved as a
-//! checkpoint with its preprocessing) and `cellident annotate` (that model applied to new
+//! `cellident train` (an N-ACT or ACTINN cell-type classifier from a labelled dataset, saved
+//! as a checkpoint with its preprocessing) and `cellident annotate` (that model applied to new
 //! data: genes matched by name, the recorded preprocessing replayed, labels with
 //! probabilities and an `Unassigned` threshold).
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use cellident_io::ExpressionDataset;
-use cellident_nact::{Nact, NactParams};
+use cellident_nact::{Actinn, ActinnParams, Nact, NactParams};
 use cellident_preprocess::looks_like_counts;
 use cellident_preprocess::pipeline::{Pipeline, PipelineParams, Prepared, Step};
 use cellident_tensor::{CheckParams, Classifier, DeviceChoice};
@@ -17,10 +17,22 @@ use cellident_tensor::{CheckParams, Classifier, DeviceChoice};
 /// The label written for cells whose top probability is below `--min-probability`.
 pub const UNASSIGNED: &str = "Unassigned";
 
+/// The cell-type classifiers `train` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassifierKind {
+    /// N-ACT: gene attention + projection blocks (salient genes via `cellident explain`).
+    Nact,
+    /// ACTINN: a 100-50-25 ReLU network, N-ACT's baseline.
+    Actinn,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Labelled training data (a cellident Parquet file, or anything `import` reads).
     input: PathBuf,
+    /// Which classifier to train.
+    #[arg(long, value_enum, default_value = "nact")]
+    model: ClassifierKind,
     /// Obs column holding the cell types; cells without a value are left out.
     #[arg(long)]
     label: String,
@@ -31,7 +43,7 @@ pub struct TrainArgs {
     /// Keep the N most variable genes (all genes when the data have fewer).
     #[arg(long, default_value_t = 2000)]
     n_top_genes: usize,
-    /// Training epochs (N-ACT's default: 50).
+    /// Training epochs (default 50 for both models).
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long, default_value_t = 12345)]
@@ -72,27 +84,41 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let Prepared::Sparse(p) = out else {
         bail!("the N-ACT recipe returned dense data")
     };
-    let mut params = NactParams {
-        seed: a.seed,
-        ..NactParams::default()
-    };
-    if let Some(e) = a.epochs {
-        params.epochs = e;
-    }
     let device: DeviceChoice = a.device.parse()?;
-    let mut model = Nact::new(params.check()?, device.device()?);
-    let mut bar = crate::epoch_bar("N-ACT", quiet);
+    let genes = p.gene_ids().to_vec();
+    let recorded = serde_json::to_value(&pipeline)?;
+    let (name, mut model): (&str, Box<dyn SavableClassifier>) = match a.model {
+        ClassifierKind::Nact => {
+            let mut params = NactParams {
+                seed: a.seed,
+                ..NactParams::default()
+            };
+            if let Some(e) = a.epochs {
+                params.epochs = e;
+            }
+            (
+                "N-ACT",
+                Box::new(Nact::new(params.check()?, device.device()?)),
+            )
+        }
+        ClassifierKind::Actinn => {
+            let mut params = ActinnParams {
+                seed: a.seed,
+                ..ActinnParams::default()
+            };
+            if let Some(e) = a.epochs {
+                params.epochs = e;
+            }
+            ("ACTINN", Box::new(Actinn::new(params, device.device()?)?))
+        }
+    };
+    let mut bar = crate::epoch_bar(name, quiet);
     let report = model.fit(p.matrix(), &y, enc.classes.len(), &mut bar)?;
-    model.save(
-        &a.output,
-        p.gene_ids().to_vec(),
-        enc.classes.clone(),
-        serde_json::to_value(&pipeline)?,
-    )?;
+    model.save_to(&a.output, genes, enc.classes.clone(), recorded)?;
     if !quiet {
         let train_acc = cellident_metrics::accuracy(&y, &model.predict(p.matrix())?)?;
         eprintln!(
-            "trained N-ACT on {} of {} cells ({} types, {} genes; final loss {:.4}, training \
+            "trained {name} on {} of {} cells ({} types, {} genes; final loss {:.4}, training \
              accuracy {train_acc:.3}); wrote {}",
             y.len(),
             data.n_cells(),
@@ -103,6 +129,69 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A classifier `train` can write and `annotate` can read back.
+trait SavableClassifier: Classifier {
+    fn save_to(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> cellident_tensor::Result<()>;
+}
+
+impl SavableClassifier for Nact {
+    fn save_to(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> cellident_tensor::Result<()> {
+        self.save(path, genes, labels, preprocessing)
+    }
+}
+
+impl SavableClassifier for Actinn {
+    fn save_to(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> cellident_tensor::Result<()> {
+        self.save(path, genes, labels, preprocessing)
+    }
+}
+
+/// Loads a classifier checkpoint written by `cellident train`, whichever model it holds.
+fn load_classifier(
+    path: &Path,
+    device: &cellident_tensor::candle_core::Device,
+) -> Result<(Box<dyn Classifier>, cellident_tensor::CheckpointMeta)> {
+    let sidecar = cellident_tensor::checkpoint_paths(path).1;
+    let text = std::fs::read_to_string(&sidecar)
+        .with_context(|| format!("cannot read the model's sidecar {}", sidecar.display()))?;
+    let kind = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["model_kind"].as_str().map(str::to_string))
+        .with_context(|| format!("{}: no model_kind field", sidecar.display()))?;
+    Ok(match kind.as_str() {
+        "nact" => {
+            let (m, meta) = Nact::load(path, device)?;
+            (Box::new(m), meta)
+        }
+        "actinn" => {
+            let (m, meta) = Actinn::load(path, device)?;
+            (Box::new(m), meta)
+        }
+        other => bail!(
+            "{} holds a '{other}' model; annotate takes a classifier written by `cellident              train` (nact or actinn)",
+            path.display()
+        ),
+    })
 }
 
 /// `data` as a saved model sees it: the value kind checked against the model's recorded
@@ -180,7 +269,7 @@ pub fn annotate(a: AnnotateArgs, quiet: bool) -> Result<()> {
         );
     }
     let device: DeviceChoice = a.device.parse()?;
-    let (model, meta) = Nact::load(&a.model, &device.device()?)
+    let (model, meta) = load_classifier(&a.model, &device.device()?)
         .with_context(|| format!("cannot load the model {}", a.model.display()))?;
     let data = crate::read_dataset(&a.input)?;
     let p = prepare_query(&meta, &a.model, &data, &a.input, a.min_gene_overlap)?;

@@ -576,6 +576,39 @@ fn train_then_annotate_with_another_gene_order() {
     assert!(err.contains("raw counts") && err.contains("log1p"), "{err}");
 }
 
+/// `train --model actinn` writes an ACTINN checkpoint that `annotate` recognises from its
+/// sidecar; on its own training cells (50 epochs) it is right for most of them.
+#[test]
+fn train_actinn_then_annotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("pbmc68k_reduced");
+    let model = dir.path().join("actinn.safetensors");
+    ok(&cellident(&[
+        &"train",
+        &data,
+        &"--model",
+        &"actinn",
+        &"--label",
+        &"bulk_labels",
+        &"-o",
+        &model,
+    ]));
+    let sidecar = std::fs::read_to_string(dir.path().join("actinn.json")).unwrap();
+    assert!(sidecar.contains("\"actinn\""), "{sidecar}");
+    let a = dir.path().join("a.csv");
+    ok(&cellident(&[
+        &"annotate",
+        &data,
+        &"--model",
+        &model,
+        &"-o",
+        &a,
+    ]));
+    assert_eq!(predictions(&a).len(), 700);
+    let e = evaluate_fixture("pbmc68k_reduced", "bulk_labels", &a, "prediction");
+    assert!(e["accuracy"].as_f64().unwrap() > 0.7, "{}", e["accuracy"]);
+}
+
 #[test]
 fn embed_trains_saves_and_reencodes_by_gene_name() {
     let dir = tempfile::tempdir().unwrap();

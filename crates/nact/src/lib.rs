@@ -54,6 +54,17 @@ pub struct NactParams {
     /// (the reference: off).
     #[serde(default)]
     pub zero_attention_init: bool,
+    /// Learning rate of the attention weight matrix `W_a` as a multiple of `lr` (its bias and
+    /// every other layer train at `lr`). The reference trains everything at `lr` (1 here, see
+    /// [`NactParams::reference`]); at 1e-4 for ~100-1,000 Adam steps no attention logit can move
+    /// far from its random Xavier start, so the attention ranks the same genes for every type.
+    /// The default 30 lets it learn (docs/nact.md: accuracy and marker recovery both improve).
+    #[serde(default = "one")]
+    pub attention_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for NactParams {
@@ -70,6 +81,17 @@ impl Default for NactParams {
             seed: 12345,
             scale_gamma: false,
             zero_attention_init: false,
+            attention_lr_scale: 30.0,
+        }
+    }
+}
+
+impl NactParams {
+    /// The released reference recipe exactly: one learning rate for every layer.
+    pub fn reference() -> Self {
+        NactParams {
+            attention_lr_scale: 1.0,
+            ..NactParams::default()
         }
     }
 }
@@ -113,6 +135,11 @@ impl CheckParams for NactParams {
         ensure_param(self.lr > 0.0, "lr", || {
             format!("must be > 0, got {}", self.lr)
         })?;
+        ensure_param(
+            self.attention_lr_scale > 0.0 && self.attention_lr_scale.is_finite(),
+            "attention_lr_scale",
+            || format!("must be > 0, got {}", self.attention_lr_scale),
+        )?;
         let c = NactConfig(self.clone());
         c.fit_params().check()?;
         Ok(c)
@@ -132,6 +159,8 @@ pub struct Nact {
 struct Trainer<'a> {
     net: &'a NactNetwork,
     vars: Vec<Var>,
+    /// The attention layer's variables with their learning-rate multiple.
+    lr_scales: Vec<(Var, f64)>,
 }
 
 impl LogitNetwork for Trainer<'_> {
@@ -140,6 +169,9 @@ impl LogitNetwork for Trainer<'_> {
     }
     fn vars(&self) -> Vec<Var> {
         self.vars.clone()
+    }
+    fn lr_scales(&self) -> Vec<(Var, f64)> {
+        self.lr_scales.clone()
     }
 }
 
@@ -268,9 +300,27 @@ impl Classifier for Nact {
     ) -> Result<TrainReport> {
         ensure_labels(x.n_rows(), y, n_classes)?;
         self.build(x.n_cols(), n_classes)?;
+        let scale = self.config.params().attention_lr_scale;
+        let lr_scales = if scale == 1.0 {
+            Vec::new()
+        } else {
+            let data = self
+                .vars
+                .data()
+                .lock()
+                .map_err(|_| TensorError::InvalidParam {
+                    name: "model",
+                    message: "parameter store poisoned".into(),
+                })?;
+            data.iter()
+                .filter(|(name, _)| name.as_str() == "attention.weight")
+                .map(|(_, v)| (v.clone(), scale))
+                .collect()
+        };
         let trainer = Trainer {
             net: self.net()?,
             vars: self.vars.all_vars(),
+            lr_scales,
         };
         fit_classifier(
             "N-ACT",
@@ -288,6 +338,7 @@ impl Classifier for Nact {
         let trainer = Trainer {
             net: self.net()?,
             vars: Vec::new(),
+            lr_scales: Vec::new(),
         };
         predict_proba(&trainer, x, &self.device, 2048)
     }
@@ -349,6 +400,51 @@ impl Actinn {
             n_genes: 0,
         })
     }
+
+    fn build(&mut self, genes: usize, classes: usize) -> Result<()> {
+        self.vars = VarMap::new();
+        let params = layers::SeededParams::new(&self.vars, self.params.seed, &self.device);
+        self.net = Some(ActinnNetwork::new(genes, classes, &params)?);
+        self.n_genes = genes;
+        Ok(())
+    }
+
+    /// Saves weights and sidecar, as [`Nact::save`] (model kind `actinn`).
+    pub fn save(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> Result<()> {
+        self.trained_net()?;
+        let mut meta = CheckpointMeta::new("actinn", &self.params, genes, labels)?;
+        meta.preprocessing = preprocessing;
+        cellident_tensor::save_checkpoint(path, &self.vars, &meta)
+    }
+
+    /// Loads a model saved by [`Actinn::save`].
+    pub fn load(path: &Path, device: &Device) -> Result<(Actinn, CheckpointMeta)> {
+        let ck = cellident_tensor::load_checkpoint(path, device)?;
+        if ck.meta.model_kind != "actinn" {
+            return Err(TensorError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("holds a '{}' model, not actinn", ck.meta.model_kind),
+            });
+        }
+        let params: ActinnParams = serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
+            TensorError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("bad ACTINN config: {e}"),
+            }
+        })?;
+        let mut model = Actinn::new(params, device.clone())?;
+        model.build(ck.meta.genes.len(), ck.meta.labels.len())?;
+        model
+            .vars
+            .load(cellident_tensor::checkpoint_paths(path).0)?;
+        Ok((model, ck.meta))
+    }
 }
 
 impl Classifier for Actinn {
@@ -360,10 +456,7 @@ impl Classifier for Actinn {
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
         ensure_labels(x.n_rows(), y, n_classes)?;
-        self.vars = VarMap::new();
-        let params = layers::SeededParams::new(&self.vars, self.params.seed, &self.device);
-        self.net = Some(ActinnNetwork::new(x.n_cols(), n_classes, &params)?);
-        self.n_genes = x.n_cols();
+        self.build(x.n_cols(), n_classes)?;
         let p = FitParams {
             epochs: self.params.epochs,
             batch_size: self.params.batch_size,

@@ -186,3 +186,65 @@ fn zero_attention_init_starts_uniform() {
         );
     }
 }
+
+/// Mean pairwise Jaccard overlap of the cell types' top-25 genes by summed attention, after
+/// training with `params` on the 80/20 split of the fixture (attention over all cells).
+fn attention_list_overlap(params: NactParams) -> (f64, f64) {
+    let (d, y, enc) = data();
+    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
+    let xtr = d.matrix().select_rows(&train);
+    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
+    let k = enc.classes.len();
+    let mut nact = Nact::new(params.check().unwrap(), Device::Cpu);
+    nact.fit_quiet(&xtr, &ytr, k).unwrap();
+    let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
+    let acc =
+        cellident_metrics::accuracy(&yte, &nact.predict(&d.matrix().select_rows(&test)).unwrap())
+            .unwrap();
+    let alpha = nact.attention_weights(d.matrix()).unwrap();
+    let pred = nact.predict(d.matrix()).unwrap();
+    let (sums, _) = attention_sums(&alpha.values, d.n_genes(), &y, &pred, k);
+    let lists: Vec<std::collections::BTreeSet<String>> = enc
+        .classes
+        .iter()
+        .map(|c| {
+            rank_by_attention(&sums, d.gene_ids(), &enc.classes, 25)
+                .into_iter()
+                .filter(|r| &r.cell_type == c)
+                .map(|r| r.gene)
+                .collect()
+        })
+        .filter(|s: &std::collections::BTreeSet<String>| !s.is_empty())
+        .collect();
+    let (mut total, mut pairs) = (0.0, 0);
+    for i in 0..lists.len() {
+        for j in i + 1..lists.len() {
+            let inter = lists[i].intersection(&lists[j]).count() as f64;
+            let union = lists[i].union(&lists[j]).count() as f64;
+            total += inter / union;
+            pairs += 1;
+        }
+    }
+    (total / pairs as f64, acc)
+}
+
+/// Issue #7's finding: trained at one learning rate (the reference), the attention stays near
+/// its random start, so the types' salient lists share more genes and the model is less
+/// accurate; with the attention matrix at 30x the rate (the default) the lists separate and
+/// accuracy rises. Measured on this fixture (30 epochs, seed 12345, 2 threads): mean Jaccard
+/// overlap 0.193 (reference) vs 0.162 (default), test accuracy 0.739 vs 0.796.
+#[test]
+fn attention_learns_type_specific_genes_at_the_default_rate() {
+    let short = |p: NactParams| NactParams { epochs: 30, ..p };
+    let (reference, acc_reference) = attention_list_overlap(short(NactParams::reference()));
+    let (default, acc_default) = attention_list_overlap(short(NactParams::default()));
+    eprintln!(
+        "top-25 overlap between types: reference {reference:.3} (accuracy {acc_reference:.3}), \
+         default {default:.3} (accuracy {acc_default:.3})"
+    );
+    assert!(default < reference, "overlap {default} >= {reference}");
+    assert!(
+        acc_default >= acc_reference + 0.03,
+        "{acc_default} vs {acc_reference}"
+    );
+}

@@ -313,10 +313,15 @@ fn run_nact(
     ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
     let a = annotation_split(data, spec)?;
-    let params = NactParams {
-        seed: 12345 + seed,
-        ..NactParams::default()
-    };
+    // N-ACT's recipe, then the suite's `params.nact`, then `CELLIDENT_NACT_PARAMS` (JSON).
+    let params = with_overrides(
+        NactParams {
+            seed: 12345 + seed,
+            ..NactParams::default()
+        },
+        ctx.params.as_ref(),
+        "CELLIDENT_NACT_PARAMS",
+    )?;
     let mut model = Nact::new(params.check()?, Device::Cpu);
     let mut out = run_classifier(&a, "N-ACT", &mut model, serde_json::to_value(&params)?)?;
     // Salient genes (methods.md §1.4): attention over all labelled cells, summed over the

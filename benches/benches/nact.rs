@@ -1,0 +1,106 @@
+//! Criterion: N-ACT (projection variant, methods.md §1.2) at G = 2,000 genes on real cells —
+//! the pbmc_10x_4k_top2000 fixture (1,000 cells x 2,000 genes, normalised to 1e4 and logged),
+//! resampled with replacement to the batch sizes below. Run with `RAYON_NUM_THREADS=2`.
+//!
+//! - `train_step_batch512`: one training step as `Nact::fit` takes it: forward, softmax
+//!   cross-entropy, backward, Adam update of all 18 parameter tensors (anchors.md §A: the
+//!   PyTorch reference takes 450 ms median, 334 ms best, per step at G = 2,000, batch 512).
+//! - `predict_20000_cells`: class probabilities of 20,000 cells in `Nact::predict_proba`'s
+//!   batches of 2,048. FLOPs per cell ≈ 2·(3·G² + 2·128·G + C·G) ≈ 25.0 M, so cells/s x
+//!   25.0 MFLOP is the GEMM rate to compare with anchors.md's measured f32 ceiling.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{Optimizer, VarMap};
+use cellident_io::CsrMatrix;
+use cellident_nact::{Nact, NactNetwork, NactParams, NactVariant};
+use cellident_tensor::params::SeededParams;
+use cellident_tensor::{Adam, AdamParams, CheckParams, Classifier, NoProgress};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `(cells [n, 2000] log-normalised, labels)` drawn with replacement from the fixture.
+fn cells(n: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pbmc_10x_4k_top2000");
+    let mut d = cellident_io::read_mtx_folder(&dir).expect("fixture");
+    cellident_preprocess::normalize_total(&mut d, 1e4).expect("normalize");
+    cellident_preprocess::log1p(&mut d, false).expect("log1p");
+    let names = d.obs().labels("label").expect("label column");
+    let classes: std::collections::BTreeSet<&str> =
+        names.iter().flatten().map(|s| s.as_str()).collect();
+    let labels: Vec<u32> = names
+        .iter()
+        .map(|n| {
+            let n = n.as_deref().unwrap_or_default();
+            classes.iter().position(|c| *c == n).unwrap_or(0) as u32
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.n_cells())).collect();
+    let y = rows.iter().map(|&i| labels[i]).collect();
+    (d.matrix().select_rows(&rows), y)
+}
+
+fn bench(c: &mut Criterion) {
+    let (x, y) = cells(512, 1);
+    let genes = x.n_cols();
+    let classes = (*y.iter().max().expect("labels") + 1) as usize;
+    let device = Device::Cpu;
+    let vars = VarMap::new();
+    let net = NactNetwork::new(
+        genes,
+        classes,
+        NactVariant::Projection,
+        128,
+        &SeededParams::new(&vars, 0, &device),
+    )
+    .expect("network");
+    let mut opt = Adam::new(
+        vars.all_vars(),
+        AdamParams {
+            lr: 1e-4,
+            ..AdamParams::default()
+        },
+    )
+    .expect("adam");
+    let xb = Tensor::from_vec(x.to_dense(), (x.n_rows(), genes), &device).expect("batch");
+    let yb = Tensor::new(y.as_slice(), &device).expect("labels");
+    let mut g = c.benchmark_group("nact_g2000");
+    g.sample_size(10);
+    g.bench_function("train_step_batch512", |b| {
+        b.iter(|| {
+            let logits = net.forward(&xb).expect("forward").0;
+            let loss = cellident_tensor::nn::cross_entropy(&logits, &yb).expect("loss");
+            opt.backward_step(&loss).expect("step");
+        })
+    });
+
+    // A model trained for one epoch on 1,000 cells; prediction cost does not depend on the
+    // weights' values.
+    let (train_x, train_y) = cells(1000, 2);
+    let mut model = Nact::new(
+        NactParams {
+            epochs: 1,
+            ..NactParams::default()
+        }
+        .check()
+        .expect("params"),
+        Device::Cpu,
+    );
+    model
+        .fit(&train_x, &train_y, classes, &mut NoProgress)
+        .expect("fit");
+    let (query, _) = cells(20_000, 3);
+    g.throughput(Throughput::Elements(query.n_rows() as u64));
+    g.bench_function("predict_20000_cells", |b| {
+        b.iter(|| model.predict_proba(&query).expect("predict"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
