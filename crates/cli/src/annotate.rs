@@ -1,4 +1,4 @@
-//! `cellident train` (an N-ACT or ACTINN cell-type classifier from a labelled dataset, saved
+//! `cellident train` (an N-ACT, ACTINN or CIC cell-type classifier from a labelled dataset, saved
 //! as a checkpoint with its preprocessing) and `cellident annotate` (that model applied to new
 //! data: genes matched by name, the recorded preprocessing replayed, labels with
 //! probabilities and an `Unassigned` threshold).
@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use cellident_cic::{Cic, CicParams};
 use cellident_io::ExpressionDataset;
 use cellident_nact::{Actinn, ActinnParams, Nact, NactParams};
 use cellident_preprocess::looks_like_counts;
@@ -24,6 +25,9 @@ pub enum ClassifierKind {
     Nact,
     /// ACTINN: a 100-50-25 ReLU network, N-ACT's baseline.
     Actinn,
+    /// CIC's classifier autoencoder: the class is read from the 30-number code (CIC keeps its
+    /// own 1,000 most variable genes; `--n-top-genes` does not apply).
+    Cic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +47,7 @@ pub struct TrainArgs {
     /// Keep the N most variable genes (all genes when the data have fewer).
     #[arg(long, default_value_t = 2000)]
     n_top_genes: usize,
-    /// Training epochs (default 50 for both models).
+    /// Training epochs (N-ACT and ACTINN: 50; CIC: an upper bound, default 40).
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long, default_value_t = 12345)]
@@ -79,7 +83,13 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let data = crate::read_dataset(&a.input)?;
     let (enc, keep, y) = crate::labelled_rows(&data, &a.label, &a.input)?;
     let d = data.select_cells(&keep)?;
-    let recipe = PipelineParams::log_hvg(&d, a.n_top_genes);
+    // CIC selects its own top-variance genes inside the model.
+    let n_top = if a.model == ClassifierKind::Cic {
+        usize::MAX
+    } else {
+        a.n_top_genes
+    };
+    let recipe = PipelineParams::log_hvg(&d, n_top);
     let (pipeline, out) = Pipeline::fit(&d, &recipe).context("preprocessing (log, HVG)")?;
     let Prepared::Sparse(p) = out else {
         bail!("the N-ACT recipe returned dense data")
@@ -110,6 +120,16 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
                 params.epochs = e;
             }
             ("ACTINN", Box::new(Actinn::new(params, device.device()?)?))
+        }
+        ClassifierKind::Cic => {
+            let mut params = CicParams {
+                seed: a.seed,
+                ..CicParams::default()
+            };
+            if let Some(e) = a.epochs {
+                params.max_epochs = e;
+            }
+            ("CIC", Box::new(Cic::new(params.check()?, device.device()?)))
         }
     };
     let mut bar = crate::epoch_bar(name, quiet);
@@ -154,6 +174,18 @@ impl SavableClassifier for Nact {
     }
 }
 
+impl SavableClassifier for Cic {
+    fn save_to(
+        &self,
+        path: &Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> cellident_tensor::Result<()> {
+        self.save(path, genes, labels, preprocessing)
+    }
+}
+
 impl SavableClassifier for Actinn {
     fn save_to(
         &self,
@@ -187,8 +219,19 @@ fn load_classifier(
             let (m, meta) = Actinn::load(path, device)?;
             (Box::new(m), meta)
         }
+        "cic" => {
+            let (m, meta) = Cic::load(path, device)?;
+            if meta.labels.is_empty() {
+                bail!(
+                    "{} is a CIC autoencoder trained without labels; train the classifier \
+                     autoencoder (`cellident train --model cic --label COLUMN`) to annotate",
+                    path.display()
+                );
+            }
+            (Box::new(m), meta)
+        }
         other => bail!(
-            "{} holds a '{other}' model; annotate takes a classifier written by `cellident              train` (nact or actinn)",
+            "{} holds a '{other}' model; annotate takes a classifier written by `cellident              train` (nact, actinn or cic)",
             path.display()
         ),
     })

@@ -61,7 +61,7 @@ enum Command {
     Inspect(InspectArgs),
     /// QC, normalize_total, log1p, highly variable genes, scale and PCA (scanpy-compatible).
     Preprocess(preprocess::PreprocessArgs),
-    /// Train a cell-type classifier (N-ACT or ACTINN) on a labelled dataset -> checkpoint.
+    /// Train a cell-type classifier (N-ACT, ACTINN or CIC) on a labelled dataset -> checkpoint.
     Train(annotate::TrainArgs),
     /// Label cells with a trained model: cell types, probabilities, `Unassigned` below a threshold.
     Annotate(annotate::AnnotateArgs),

@@ -576,37 +576,49 @@ fn train_then_annotate_with_another_gene_order() {
     assert!(err.contains("raw counts") && err.contains("log1p"), "{err}");
 }
 
-/// `train --model actinn` writes an ACTINN checkpoint that `annotate` recognises from its
-/// sidecar; on its own training cells (50 epochs) it is right for most of them.
+/// `train --model actinn|cic` writes a checkpoint that `annotate` recognises from its sidecar;
+/// on its own training cells each model is right for most of them (ACTINN 50 epochs, CIC's
+/// classifier autoencoder 10).
 #[test]
-fn train_actinn_then_annotate() {
+fn train_actinn_and_cic_then_annotate() {
     let dir = tempfile::tempdir().unwrap();
     let data = fixture("pbmc68k_reduced");
-    let model = dir.path().join("actinn.safetensors");
-    ok(&cellident(&[
-        &"train",
-        &data,
-        &"--model",
-        &"actinn",
-        &"--label",
-        &"bulk_labels",
-        &"-o",
-        &model,
-    ]));
-    let sidecar = std::fs::read_to_string(dir.path().join("actinn.json")).unwrap();
-    assert!(sidecar.contains("\"actinn\""), "{sidecar}");
-    let a = dir.path().join("a.csv");
-    ok(&cellident(&[
-        &"annotate",
-        &data,
-        &"--model",
-        &model,
-        &"-o",
-        &a,
-    ]));
-    assert_eq!(predictions(&a).len(), 700);
-    let e = evaluate_fixture("pbmc68k_reduced", "bulk_labels", &a, "prediction");
-    assert!(e["accuracy"].as_f64().unwrap() > 0.7, "{}", e["accuracy"]);
+    for kind in ["actinn", "cic"] {
+        let model = dir.path().join(format!("{kind}.safetensors"));
+        // CIC at 10 epochs keeps the test short.
+        let epochs = if kind == "cic" { "10" } else { "50" };
+        ok(&cellident(&[
+            &"train",
+            &data,
+            &"--model",
+            &kind,
+            &"--label",
+            &"bulk_labels",
+            &"-o",
+            &model,
+            &"--epochs",
+            &epochs,
+        ]));
+        let sidecar = std::fs::read_to_string(dir.path().join(format!("{kind}.json"))).unwrap();
+        assert!(sidecar.contains(&format!("\"{kind}\"")), "{sidecar}");
+        let a = dir.path().join(format!("{kind}.csv"));
+        ok(&cellident(&[
+            &"annotate",
+            &data,
+            &"--model",
+            &model,
+            &"-o",
+            &a,
+        ]));
+        assert_eq!(predictions(&a).len(), 700);
+        let e = evaluate_fixture("pbmc68k_reduced", "bulk_labels", &a, "prediction");
+        eprintln!("{kind}: training-cell accuracy {}", e["accuracy"]);
+        assert!(
+            e["accuracy"].as_f64().unwrap() > 0.7,
+            "{kind}: {}",
+            e["accuracy"]
+        );
+    }
 }
 
 #[test]
