@@ -65,10 +65,9 @@ pub struct ClusterArgs {
 
 fn pca_coordinates(d: &ExpressionDataset, n_pcs: usize, seed: u64) -> Result<DenseMatrix> {
     let params = PipelineParams::log_hvg_pca(d, n_pcs, seed);
-    match Pipeline::fit(d, &params).context("preprocessing (log, HVG, scale, PCA)")? {
-        (_, Prepared::Dense { values, .. }) => Ok(values),
-        _ => bail!("the PCA recipe returned sparse data"),
-    }
+    let (_, values) =
+        Pipeline::fit_dense(d, &params).context("preprocessing (log, HVG, scale, PCA)")?;
+    Ok(values)
 }
 
 fn leiden_labels(x: &DenseMatrix, a: &ClusterArgs) -> Result<Vec<u32>> {

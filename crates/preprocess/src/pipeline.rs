@@ -103,6 +103,23 @@ pub enum Prepared {
 }
 
 impl Pipeline {
+    /// [`Pipeline::fit`] for recipes that end in scaling or PCA: the dense `[cells, features]`
+    /// values (an error for a recipe that leaves the data sparse).
+    pub fn fit_dense(
+        data: &ExpressionDataset,
+        p: &PipelineParams,
+    ) -> Result<(Pipeline, DenseMatrix)> {
+        match Pipeline::fit(data, p)? {
+            (pipeline, Prepared::Dense { values, .. }) => Ok((pipeline, values)),
+            (_, Prepared::Sparse(_)) => Err(PreprocessError::InvalidParam {
+                name: "recipe",
+                message: "fit_dense needs a recipe with scaling or PCA; this one leaves the \
+                          data sparse"
+                    .into(),
+            }),
+        }
+    }
+
     /// Fits every requested step on `data` and returns the pipeline and the transformed data.
     pub fn fit(data: &ExpressionDataset, p: &PipelineParams) -> Result<(Pipeline, Prepared)> {
         let mut steps = Vec::new();

@@ -280,6 +280,12 @@ fn recorded_pipeline_replays_on_query_data() {
     for (a, b) in values.values.iter().zip(&replay.values) {
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
+    // fit_dense: the same values; a recipe that stays sparse is refused by name.
+    let (_, dense) = Pipeline::fit_dense(&d, &params).unwrap();
+    assert_eq!(dense, values);
+    let sparse = pipeline::PipelineParams::log_hvg(&d, 300);
+    let err = Pipeline::fit_dense(&d, &sparse).unwrap_err().to_string();
+    assert!(err.contains("recipe"), "{err}");
 }
 
 #[test]

@@ -137,10 +137,7 @@ fn pca_features(
     seed: u64,
 ) -> Result<(cellident_tensor::DenseMatrix, serde_json::Value)> {
     let params = PipelineParams::log_hvg_pca(d, 50, seed);
-    let (_, out) = Pipeline::fit(d, &params)?;
-    let Prepared::Dense { values, .. } = out else {
-        bail!("the PCA pipeline returned sparse data")
-    };
+    let (_, values) = Pipeline::fit_dense(d, &params)?;
     Ok((values, serde_json::to_value(&params)?))
 }
 
