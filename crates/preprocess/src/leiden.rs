@@ -84,8 +84,10 @@ pub fn modularity(g: &WeightedGraph, labels: &[u32], resolution: f64) -> f64 {
 /// One level of the algorithm: a graph without self-loops plus the weighted degree of each
 /// node in the original graph (an aggregate node's degree is its members' sum, which keeps
 /// the edges folded into it).
-struct Level {
-    graph: WeightedGraph,
+/// One level of the hierarchy: the caller's graph at the first level (borrowed, not copied),
+/// aggregated graphs above it.
+struct Level<'g> {
+    graph: std::borrow::Cow<'g, WeightedGraph>,
     degree: Vec<f64>,
 }
 
@@ -131,7 +133,7 @@ struct Run<'a, R: Rng> {
 impl<R: Rng> Run<'_, R> {
     /// Moves single nodes to the community with the largest quality gain until no move
     /// improves it. Returns whether any node moved.
-    fn move_nodes_fast(&mut self, level: &Level, memb: &mut [usize]) -> bool {
+    fn move_nodes_fast(&mut self, level: &Level<'_>, memb: &mut [usize]) -> bool {
         let n = level.graph.n_nodes();
         let mut comm_degree = vec![0f64; n];
         let mut comm_size = vec![0usize; n];
@@ -198,7 +200,7 @@ impl<R: Rng> Run<'_, R> {
     /// The refined partition: starting from singletons, each singleton node that is well
     /// connected to its community may join a well-connected sub-community of the same
     /// community, chosen at random with probability ∝ exp(gain / θ) among gains ≥ 0.
-    fn refine(&mut self, level: &Level, memb: &[usize]) -> Vec<usize> {
+    fn refine(&mut self, level: &Level<'_>, memb: &[usize]) -> Vec<usize> {
         let n = level.graph.n_nodes();
         let g2m = self.gamma_over_2m;
         let mut comm_degree = vec![0f64; n];
@@ -300,7 +302,7 @@ fn compact(memb: &mut [usize]) -> usize {
 }
 
 /// The graph whose nodes are the (compacted) communities of `part`.
-fn aggregate(level: &Level, part: &[usize], count: usize) -> Level {
+fn aggregate(level: &Level<'_>, part: &[usize], count: usize) -> Level<'static> {
     let mut rows: Vec<Vec<(u32, f64)>> = vec![Vec::new(); count];
     let mut degree = vec![0f64; count];
     for v in 0..level.graph.n_nodes() {
@@ -313,7 +315,7 @@ fn aggregate(level: &Level, part: &[usize], count: usize) -> Level {
         }
     }
     Level {
-        graph: WeightedGraph::from_rows(rows),
+        graph: std::borrow::Cow::Owned(WeightedGraph::from_rows(rows)),
         degree,
     }
 }
@@ -323,7 +325,7 @@ fn aggregate(level: &Level, part: &[usize], count: usize) -> Level {
 fn leiden_pass<R: Rng>(run: &mut Run<'_, R>, base: &WeightedGraph, labels: &mut [usize]) -> bool {
     let n = base.n_nodes();
     let mut level = Level {
-        graph: base.clone(),
+        graph: std::borrow::Cow::Borrowed(base),
         degree: base.degrees(),
     };
     let mut memb = labels.to_vec();
