@@ -6,8 +6,9 @@
 //!   cross-entropy, backward, Adam update of all 18 parameter tensors (anchors.md §A: the
 //!   PyTorch reference takes 450 ms median, 334 ms best, per step at G = 2,000, batch 512).
 //! - `predict_20000_cells`: class probabilities of 20,000 cells in `Nact::predict_proba`'s
-//!   batches of 2,048. FLOPs per cell ≈ 2·(3·G² + 2·128·G + C·G) ≈ 25.0 M, so cells/s x
-//!   25.0 MFLOP is the GEMM rate to compare with anchors.md's measured f32 ceiling.
+//!   batches of 2,048. FLOPs per cell = 2·(3·G² + 2·(2·128·G) + C·G) ≈ 26.1 M (attention and
+//!   two projections G×G, the shared feed-forward block used twice, the head), so cells/s x
+//!   26.1 MFLOP is the GEMM rate to compare with anchors.md's measured f32 ceiling.
 
 use std::path::PathBuf;
 
