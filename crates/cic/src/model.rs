@@ -507,14 +507,7 @@ impl Cic {
             path: path.to_path_buf(),
             message: m,
         };
-        if ck.meta.model_kind != crate::MODEL_KIND {
-            return Err(bad(format!(
-                "holds a '{}' model, not cic",
-                ck.meta.model_kind
-            )));
-        }
-        let config: CicConfig = serde_json::from_value(ck.meta.config.clone())
-            .map_err(|e| bad(format!("bad CIC config: {e}")))?;
+        let config: CicConfig = ck.config(crate::MODEL_KIND, "CIC")?;
         let extra: Extra = serde_json::from_value(ck.meta.extra.clone())
             .map_err(|e| bad(format!("bad CIC scaler: {e}")))?;
         let p = config.params();
@@ -526,9 +519,7 @@ impl Cic {
         };
         let mut model = Cic::new(config.clone(), device.clone());
         let net = CicNetwork::new(shape, p.activation, &model.vars, p.seed)?;
-        model
-            .vars
-            .load(cellident_tensor::checkpoint_paths(path).0)?;
+        ck.restore(&model.vars)?;
         model.trained = Some(Trained {
             scaler: extra.scaler,
             net,

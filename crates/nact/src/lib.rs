@@ -269,23 +269,10 @@ impl Nact {
     /// Loads a model saved by [`Nact::save`].
     pub fn load(path: &Path, device: &Device) -> Result<(Nact, CheckpointMeta)> {
         let ck = cellident_tensor::load_checkpoint(path, device)?;
-        if ck.meta.model_kind != "nact" {
-            return Err(TensorError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("holds a '{}' model, not nact", ck.meta.model_kind),
-            });
-        }
-        let config: NactConfig = serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
-            TensorError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("bad N-ACT config: {e}"),
-            }
-        })?;
+        let config: NactConfig = ck.config("nact", MODEL_NAME)?;
         let mut model = Nact::new(config, device.clone());
         model.build(ck.meta.genes.len(), ck.meta.labels.len())?;
-        model
-            .vars
-            .load(cellident_tensor::checkpoint_paths(path).0)?;
+        ck.restore(&model.vars)?;
         Ok((model, ck.meta))
     }
 }
@@ -426,23 +413,10 @@ impl Actinn {
     /// Loads a model saved by [`Actinn::save`].
     pub fn load(path: &Path, device: &Device) -> Result<(Actinn, CheckpointMeta)> {
         let ck = cellident_tensor::load_checkpoint(path, device)?;
-        if ck.meta.model_kind != "actinn" {
-            return Err(TensorError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("holds a '{}' model, not actinn", ck.meta.model_kind),
-            });
-        }
-        let params: ActinnParams = serde_json::from_value(ck.meta.config.clone()).map_err(|e| {
-            TensorError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("bad ACTINN config: {e}"),
-            }
-        })?;
+        let params: ActinnParams = ck.config("actinn", ACTINN_NAME)?;
         let mut model = Actinn::new(params, device.clone())?;
         model.build(ck.meta.genes.len(), ck.meta.labels.len())?;
-        model
-            .vars
-            .load(cellident_tensor::checkpoint_paths(path).0)?;
+        ck.restore(&model.vars)?;
         Ok((model, ck.meta))
     }
 }

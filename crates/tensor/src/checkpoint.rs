@@ -114,47 +114,96 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     pub tensors: HashMap<String, Tensor>,
     pub device: Device,
+    /// The weights file the tensors came from (named in errors).
+    pub path: PathBuf,
+}
+
+/// Reads and checks the JSON sidecar of the checkpoint `path` (format and version), without
+/// touching the weights: enough to learn which model a checkpoint holds.
+pub fn read_checkpoint_meta(path: &Path) -> Result<CheckpointMeta> {
+    let sidecar = checkpoint_paths(path).1;
+    let err = |m: String| TensorError::Checkpoint {
+        path: sidecar.clone(),
+        message: m,
+    };
+    let text =
+        std::fs::read(&sidecar).map_err(|e| err(format!("cannot read the JSON sidecar: {e}")))?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&text).map_err(|e| err(format!("not a checkpoint sidecar: {e}")))?;
+    if meta.format != CHECKPOINT_FORMAT {
+        return Err(err(format!(
+            "format is '{}', expected '{CHECKPOINT_FORMAT}'",
+            meta.format
+        )));
+    }
+    if meta.format_version != CHECKPOINT_VERSION {
+        return Err(err(format!(
+            "version {} is not supported (expected {CHECKPOINT_VERSION})",
+            meta.format_version
+        )));
+    }
+    Ok(meta)
 }
 
 /// Loads a checkpoint saved by [`save_checkpoint`] onto `device`.
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let (weights, sidecar) = checkpoint_paths(path);
-    let err = |p: &Path, m: String| TensorError::Checkpoint {
-        path: p.to_path_buf(),
-        message: m,
-    };
-    let text = std::fs::read(&sidecar)
-        .map_err(|e| err(&sidecar, format!("cannot read the JSON sidecar: {e}")))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&text)
-        .map_err(|e| err(&sidecar, format!("not a checkpoint sidecar: {e}")))?;
-    if meta.format != CHECKPOINT_FORMAT {
-        return Err(err(
-            &sidecar,
-            format!(
-                "format is '{}', expected '{CHECKPOINT_FORMAT}'",
-                meta.format
-            ),
-        ));
-    }
-    if meta.format_version != CHECKPOINT_VERSION {
-        return Err(err(
-            &sidecar,
-            format!(
-                "version {} is not supported (expected {CHECKPOINT_VERSION})",
-                meta.format_version
-            ),
-        ));
-    }
-    let tensors = candle_core::safetensors::load(&weights, device)
-        .map_err(|e| err(&weights, e.to_string()))?;
+    let meta = read_checkpoint_meta(path)?;
+    let weights = checkpoint_paths(path).0;
+    let tensors =
+        candle_core::safetensors::load(&weights, device).map_err(|e| TensorError::Checkpoint {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
     Ok(Checkpoint {
         meta,
         tensors,
         device: device.clone(),
+        path: weights,
     })
 }
 
 impl Checkpoint {
+    /// The model's configuration, after checking that the checkpoint holds a `model_kind`
+    /// model (`name` is how errors call it, e.g. "N-ACT").
+    pub fn config<C: serde::de::DeserializeOwned>(
+        &self,
+        model_kind: &str,
+        name: &str,
+    ) -> Result<C> {
+        let bad = |message: String| TensorError::Checkpoint {
+            path: self.path.clone(),
+            message,
+        };
+        if self.meta.model_kind != model_kind {
+            return Err(bad(format!(
+                "holds a '{}' model, not {model_kind}",
+                self.meta.model_kind
+            )));
+        }
+        serde_json::from_value(self.meta.config.clone())
+            .map_err(|e| bad(format!("bad {name} config: {e}")))
+    }
+
+    /// Sets every variable of `vars` (a model just built with the checkpoint's shapes) to the
+    /// loaded tensor of the same name, as `VarMap::load` does, without reading the file again.
+    pub fn restore(&self, vars: &VarMap) -> Result<()> {
+        let data = vars.data().lock().map_err(|_| TensorError::Checkpoint {
+            path: self.path.clone(),
+            message: "variable map lock poisoned".into(),
+        })?;
+        for (name, var) in data.iter() {
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| TensorError::Checkpoint {
+                    path: self.path.clone(),
+                    message: format!("no tensor '{name}' (not this model's checkpoint?)"),
+                })?;
+            var.set(t)?;
+        }
+        Ok(())
+    }
+
     /// A `VarBuilder` over the loaded tensors, for rebuilding the model's layers.
     pub fn var_builder(&self) -> VarBuilder<'static> {
         VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &self.device)
@@ -212,6 +261,35 @@ mod tests {
             ck.tensors["layer.weight"].to_vec2::<f32>().unwrap(),
             w.to_vec2::<f32>().unwrap()
         );
+        assert_eq!(read_checkpoint_meta(&path).unwrap(), meta);
+        // The config of the right kind parses; another kind is refused by name.
+        let config: serde_json::Value = ck.config("test", "Test").unwrap();
+        assert_eq!(config["hidden"], 3);
+        let err = ck
+            .config::<serde_json::Value>("nact", "N-ACT")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds a 'test' model, not nact"), "{err}");
+        // Restoring into a freshly built map of the same shapes gives the saved weights; a map
+        // with a variable the file lacks is refused by name.
+        let fresh = VarMap::new();
+        let v = fresh
+            .get(
+                (2, 3),
+                "layer.weight",
+                Init::Const(0.0),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        ck.restore(&fresh).unwrap();
+        assert_eq!(v.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+        let other = VarMap::new();
+        other
+            .get(2, "other.bias", Init::Const(0.0), DType::F32, &Device::Cpu)
+            .unwrap();
+        let err = ck.restore(&other).unwrap_err().to_string();
+        assert!(err.contains("other.bias"), "{err}");
 
         // Query data with genes in another order and one missing: aligned by name.
         let m = CsrMatrix::from_dense(1, 3, &[1.0, 2.0, 3.0]).unwrap();

@@ -30,7 +30,8 @@ pub use candle_core;
 pub use candle_nn;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, save_checkpoint,
+    Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, read_checkpoint_meta,
+    save_checkpoint,
 };
 pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_gene_count, ensure_labels, ensure_param};
