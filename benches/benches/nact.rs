@@ -31,18 +31,15 @@ fn cells(n: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
     cellident_preprocess::normalize_total(&mut d, 1e4).expect("normalize");
     cellident_preprocess::log1p(&mut d, false).expect("log1p");
     let names = d.obs().labels("label").expect("label column");
-    let classes: std::collections::BTreeSet<&str> =
-        names.iter().flatten().map(|s| s.as_str()).collect();
-    let labels: Vec<u32> = names
-        .iter()
-        .map(|n| {
-            let n = n.as_deref().unwrap_or_default();
-            classes.iter().position(|c| *c == n).unwrap_or(0) as u32
-        })
-        .collect();
+    let labels = cellident_preprocess::LabelEncoder::fit(&names)
+        .expect("labels")
+        .transform(&names);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.n_cells())).collect();
-    let y = rows.iter().map(|&i| labels[i]).collect();
+    let y = rows
+        .iter()
+        .map(|&i| labels[i].expect("every fixture cell is labelled"))
+        .collect();
     (d.matrix().select_rows(&rows), y)
 }
 

@@ -162,54 +162,31 @@ trait SavableClassifier: Classifier {
     ) -> cellident_tensor::Result<()>;
 }
 
-impl SavableClassifier for Nact {
-    fn save_to(
-        &self,
-        path: &Path,
-        genes: Vec<String>,
-        labels: Vec<String>,
-        preprocessing: serde_json::Value,
-    ) -> cellident_tensor::Result<()> {
-        self.save(path, genes, labels, preprocessing)
-    }
+/// Every model `train` offers has an inherent `save` with this signature.
+macro_rules! savable_by_inherent_save {
+    ($($model:ty),+) => {$(
+        impl SavableClassifier for $model {
+            fn save_to(
+                &self,
+                path: &Path,
+                genes: Vec<String>,
+                labels: Vec<String>,
+                preprocessing: serde_json::Value,
+            ) -> cellident_tensor::Result<()> {
+                self.save(path, genes, labels, preprocessing)
+            }
+        }
+    )+};
 }
 
-impl SavableClassifier for Cic {
-    fn save_to(
-        &self,
-        path: &Path,
-        genes: Vec<String>,
-        labels: Vec<String>,
-        preprocessing: serde_json::Value,
-    ) -> cellident_tensor::Result<()> {
-        self.save(path, genes, labels, preprocessing)
-    }
-}
-
-impl SavableClassifier for Actinn {
-    fn save_to(
-        &self,
-        path: &Path,
-        genes: Vec<String>,
-        labels: Vec<String>,
-        preprocessing: serde_json::Value,
-    ) -> cellident_tensor::Result<()> {
-        self.save(path, genes, labels, preprocessing)
-    }
-}
+savable_by_inherent_save!(Nact, Actinn, Cic);
 
 /// Loads a classifier checkpoint written by `cellident train`, whichever model it holds.
 fn load_classifier(
     path: &Path,
     device: &cellident_tensor::candle_core::Device,
 ) -> Result<(Box<dyn Classifier>, cellident_tensor::CheckpointMeta)> {
-    let sidecar = cellident_tensor::checkpoint_paths(path).1;
-    let text = std::fs::read_to_string(&sidecar)
-        .with_context(|| format!("cannot read the model's sidecar {}", sidecar.display()))?;
-    let kind = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["model_kind"].as_str().map(str::to_string))
-        .with_context(|| format!("{}: no model_kind field", sidecar.display()))?;
+    let kind = cellident_tensor::read_checkpoint_meta(path)?.model_kind;
     Ok(match kind.as_str() {
         "nact" => {
             let (m, meta) = Nact::load(path, device)?;
@@ -231,7 +208,8 @@ fn load_classifier(
             (Box::new(m), meta)
         }
         other => bail!(
-            "{} holds a '{other}' model; annotate takes a classifier written by `cellident              train` (nact, actinn or cic)",
+            "{} holds a '{other}' model; annotate takes a classifier written by \
+             `cellident train` (nact, actinn or cic)",
             path.display()
         ),
     })

@@ -204,18 +204,12 @@ fn attention_list_overlap(params: NactParams) -> (f64, f64) {
     let alpha = nact.attention_weights(d.matrix()).unwrap();
     let pred = nact.predict(d.matrix()).unwrap();
     let (sums, _) = attention_sums(&alpha.values, d.n_genes(), &y, &pred, k);
-    let lists: Vec<std::collections::BTreeSet<String>> = enc
-        .classes
-        .iter()
-        .map(|c| {
-            rank_by_attention(&sums, d.gene_ids(), &enc.classes, 25)
-                .into_iter()
-                .filter(|r| &r.cell_type == c)
-                .map(|r| r.gene)
-                .collect()
-        })
-        .filter(|s: &std::collections::BTreeSet<String>| !s.is_empty())
-        .collect();
+    let mut by_type: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for r in rank_by_attention(&sums, d.gene_ids(), &enc.classes, 25) {
+        by_type.entry(r.cell_type).or_default().insert(r.gene);
+    }
+    let lists: Vec<_> = by_type.into_values().collect();
     let (mut total, mut pairs) = (0.0, 0);
     for i in 0..lists.len() {
         for j in i + 1..lists.len() {
