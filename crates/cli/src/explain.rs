@@ -10,10 +10,11 @@ use cellident_explain::{
     Attributions, Ranking, Reference, deeplift, gradient_x_input, integrated_gradients, rank_genes,
     rankings_csv,
 };
-use cellident_nact::Nact;
+use cellident_metadata::MetadataMlp;
+use cellident_nact::{Actinn, Nact};
 use cellident_tensor::{
     CheckpointMeta, Classifier, DeviceChoice, DifferentiableClassifier, FeedForward,
-    checkpoint_paths,
+    read_checkpoint_meta,
 };
 use clap::ValueEnum;
 
@@ -24,7 +25,7 @@ pub enum ExplainMethod {
     Ig,
     /// Gradient × input: fast, first order.
     GradXInput,
-    /// DeepLIFT-Rescale (feed-forward models: CIC's classifier).
+    /// DeepLIFT-Rescale (feed-forward models: ACTINN, CIC's classifier, the MLP).
     Deeplift,
 }
 
@@ -40,7 +41,7 @@ pub enum RankingArg {
 pub struct ExplainArgs {
     /// Cells to explain (any gene order; genes are matched by name).
     input: PathBuf,
-    /// A classifier saved by `cellident train` (N-ACT) or `cellident embed --label` (CIC).
+    /// A classifier saved by `cellident train` or `cellident embed --label` (CIC).
     #[arg(long)]
     model: PathBuf,
     /// Output CSV: class, rank, gene, score.
@@ -68,13 +69,15 @@ pub struct ExplainArgs {
     device: String,
 }
 
-const NO_DEEPLIFT: &str = "DeepLIFT needs a feed-forward model (a CIC classifier); N-ACT's \
+const NO_DEEPLIFT: &str = "DeepLIFT needs a feed-forward model (ACTINN, CIC or MLP); N-ACT's \
                            attention is explained with --method ig or grad-x-input";
 
 /// The saved classifiers `explain` understands.
 enum Model {
     Nact(Nact),
+    Actinn(Actinn),
     Cic(Cic),
+    Mlp(MetadataMlp),
 }
 
 fn load(
@@ -83,21 +86,19 @@ fn load(
 ) -> Result<(Model, CheckpointMeta)> {
     let cant = || format!("cannot load the model {}", a.model.display());
     // The sidecar says which model the weights belong to.
-    let sidecar = checkpoint_paths(&a.model).1;
-    let text = std::fs::read_to_string(&sidecar)
-        .with_context(|| format!("cannot read {}", sidecar.display()))?;
-    let kind = serde_json::from_str::<CheckpointMeta>(&text)
-        .with_context(|| {
-            format!(
-                "{} is not a cellident checkpoint sidecar",
-                sidecar.display()
-            )
-        })?
-        .model_kind;
+    let kind = read_checkpoint_meta(&a.model)?.model_kind;
     match kind.as_str() {
         "nact" => {
             let (m, meta) = Nact::load(&a.model, device).with_context(cant)?;
             Ok((Model::Nact(m), meta))
+        }
+        "actinn" => {
+            let (m, meta) = Actinn::load(&a.model, device).with_context(cant)?;
+            Ok((Model::Actinn(m), meta))
+        }
+        "mlp" => {
+            let (m, meta) = MetadataMlp::load(&a.model, device).with_context(cant)?;
+            Ok((Model::Mlp(m), meta))
         }
         "cic" => {
             let (m, meta) = Cic::load(&a.model, device).with_context(cant)?;
@@ -111,8 +112,8 @@ fn load(
             Ok((Model::Cic(m), meta))
         }
         other => bail!(
-            "{} holds a '{other}' model; explain takes N-ACT (`cellident train`) or CIC \
-             classifier (`cellident embed --label`) checkpoints",
+            "{} holds a '{other}' model; explain takes the classifiers of `cellident train` \
+             (nact, actinn, cic, mlp) or a CIC classifier of `cellident embed --label`",
             a.model.display()
         ),
     }
@@ -129,7 +130,9 @@ pub fn run(a: ExplainArgs, quiet: bool) -> Result<()> {
         Option<&dyn FeedForward>,
     ) = match &model {
         Model::Nact(m) => (m, m, None),
+        Model::Actinn(m) => (m, m, Some(m)),
         Model::Cic(m) => (m, m, Some(m)),
+        Model::Mlp(m) => (m, m, Some(m)),
     };
     if a.method == ExplainMethod::Deeplift && feed_forward.is_none() {
         bail!("{NO_DEEPLIFT}");

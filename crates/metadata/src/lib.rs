@@ -13,7 +13,7 @@
 //! The trained model describes itself layer by layer ([`cellident_tensor::FeedForward`]), so
 //! cellident-explain's DeepLIFT attributes its logits to the input genes (gene selection and
 //! standardisation included). It depends on tensor, io and preprocess; never on another model
-//! crate; it does no file I/O.
+//! crate; its only file I/O is the checkpoint, written and read through cellident-tensor.
 
 mod mlp;
 

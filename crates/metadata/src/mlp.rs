@@ -123,7 +123,7 @@ fn member_seed(seed: u64, member: usize) -> u64 {
 }
 
 /// The trained input transform: selected genes, then `(x - mean) / sd`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct InputTransform {
     genes: Vec<usize>,
     scale: Vec<f32>,
@@ -476,5 +476,114 @@ impl FeedForward for MetadataMlp {
 impl DifferentiableClassifier for MetadataMlp {
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         mean_logits(&self.networks()?, x)
+    }
+}
+
+/// What a checkpoint's sidecar keeps beside the weights: each member's input transform.
+#[derive(Serialize, Deserialize)]
+struct SavedMembers {
+    members: Vec<InputTransform>,
+}
+
+const MODEL_KIND: &str = "mlp";
+
+impl MetadataMlp {
+    /// Saves the ensemble: every member's dense layers as `member{m}.fc{i}.weight|bias`
+    /// tensors, its gene selection and standardisation in the sidecar, with `genes` (the
+    /// model's input genes in order), `labels` (class names in output order) and the
+    /// `preprocessing` to replay on new data.
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        genes: Vec<String>,
+        labels: Vec<String>,
+        preprocessing: serde_json::Value,
+    ) -> Result<()> {
+        self.trained()?;
+        ensure_param(genes.len() == self.n_genes, "genes", || {
+            format!(
+                "{} gene names for a model of {} input genes",
+                genes.len(),
+                self.n_genes
+            )
+        })?;
+        let mut tensors = std::collections::HashMap::new();
+        for (m, member) in self.members.iter().enumerate() {
+            let linears = member.layers.iter().filter_map(|l| match l {
+                FeedForwardLayer::Linear { weight, bias } => Some((weight, bias)),
+                _ => None,
+            });
+            for (i, (weight, bias)) in linears.enumerate() {
+                tensors.insert(format!("member{m}.fc{}.weight", i + 1), weight.clone());
+                if let Some(b) = bias {
+                    tensors.insert(format!("member{m}.fc{}.bias", i + 1), b.clone());
+                }
+            }
+        }
+        let mut meta =
+            cellident_tensor::CheckpointMeta::new(MODEL_KIND, &self.params, genes, labels)?;
+        meta.preprocessing = preprocessing;
+        meta.extra = serde_json::to_value(SavedMembers {
+            members: self.members.iter().map(|m| m.transform.clone()).collect(),
+        })
+        .map_err(|e| TensorError::InvalidParam {
+            name: "model",
+            message: e.to_string(),
+        })?;
+        cellident_tensor::save_checkpoint_tensors(path, &tensors, &meta)
+    }
+
+    /// Loads a model saved by [`MetadataMlp::save`].
+    pub fn load(
+        path: &std::path::Path,
+        device: &Device,
+    ) -> Result<(MetadataMlp, cellident_tensor::CheckpointMeta)> {
+        let ck = cellident_tensor::load_checkpoint(path, device)?;
+        let params: MlpParams = ck.config(MODEL_KIND, "metadata MLP")?;
+        let bad = |message: String| TensorError::Checkpoint {
+            path: ck.path.clone(),
+            message,
+        };
+        let saved: SavedMembers = serde_json::from_value(ck.meta.extra.clone())
+            .map_err(|e| bad(format!("bad member transforms: {e}")))?;
+        let n_genes = ck.meta.genes.len();
+        let mut members = Vec::with_capacity(saved.members.len());
+        for (m, transform) in saved.members.into_iter().enumerate() {
+            let k = transform.genes.len();
+            if transform.genes.iter().any(|&g| g >= n_genes)
+                || transform.scale.len() != k
+                || transform.shift.len() != k
+            {
+                return Err(bad(format!(
+                    "member {m}: gene selection does not fit {n_genes} input genes"
+                )));
+            }
+            let n_linear = params.hidden.len() + 1;
+            let mut layers = Vec::with_capacity(2 * n_linear);
+            for i in 1..=n_linear {
+                let weight = ck.tensor(&format!("member{m}.fc{i}.weight"))?.clone();
+                let bias = ck.tensors.get(&format!("member{m}.fc{i}.bias")).cloned();
+                layers.push(FeedForwardLayer::Linear { weight, bias });
+                if i < n_linear {
+                    layers.push(FeedForwardLayer::Activation(Activation::Relu));
+                }
+            }
+            members.push(Member {
+                transform,
+                layers,
+                val_loss: None,
+            });
+        }
+        if members.is_empty() {
+            return Err(bad("the checkpoint holds no ensemble member".into()));
+        }
+        params.check()?;
+        let model = MetadataMlp {
+            params,
+            device: device.clone(),
+            members,
+            n_genes,
+        };
+        Ok((model, ck.meta))
     }
 }

@@ -77,6 +77,29 @@ fn deeplift_of_the_sex_classifier_ranks_sex_chromosome_probes_on_top() {
         .collect();
     eprintln!("sex probes in the top 20: {hits:?}");
     assert!(hits.len() >= 3, "sex probes in the top 20: {hits:?}");
+
+    // Checkpoint round trip: every member's genes, scaling and layers come back, so the
+    // probabilities are bit-identical and DeepLIFT walks the same layers.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sex.safetensors");
+    let genes = d.gene_ids().to_vec();
+    model
+        .save(
+            &path,
+            genes.clone(),
+            classes.clone(),
+            serde_json::Value::Null,
+        )
+        .unwrap();
+    let (back, meta) = MetadataMlp::load(&path, &Device::Cpu).unwrap();
+    assert_eq!((meta.genes, meta.labels), (genes, classes));
+    assert_eq!(back.member_gene_counts(), model.member_gene_counts());
+    assert_eq!(
+        back.predict_proba(d.matrix()).unwrap().values,
+        model.predict_proba(d.matrix()).unwrap().values
+    );
+    let b = deeplift(&back, d.matrix(), &y, &reference, &Device::Cpu).unwrap();
+    assert_eq!(b.scores.values, a.scores.values);
 }
 
 #[test]
@@ -85,6 +108,19 @@ fn the_untrained_model_and_bad_parameters_give_clear_errors() {
     let d = read_mtx_folder(&fixture()).unwrap();
     let e = m.predict(d.matrix()).unwrap_err().to_string();
     assert!(e.contains("not trained"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let e = m
+        .save(
+            &path,
+            d.gene_ids().to_vec(),
+            vec![],
+            serde_json::Value::Null,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not trained"), "{e}");
+    assert!(!path.exists(), "nothing is written for an untrained model");
     let e = MetadataMlp::new(
         MlpParams {
             dropout: 1.5,

@@ -79,17 +79,27 @@ pub fn checkpoint_paths(path: &Path) -> (PathBuf, PathBuf) {
 
 /// Saves every variable of `vars` and the sidecar.
 pub fn save_checkpoint(path: &Path, vars: &VarMap, meta: &CheckpointMeta) -> Result<()> {
-    let (weights, sidecar) = checkpoint_paths(path);
     let tensors: HashMap<String, Tensor> = {
         let data = vars.data().lock().map_err(|_| TensorError::Checkpoint {
-            path: weights.clone(),
+            path: checkpoint_paths(path).0,
             message: "variable map lock poisoned".into(),
         })?;
         data.iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect()
     };
-    let bytes = safetensors_bytes(&tensors).map_err(|e| TensorError::Checkpoint {
+    save_checkpoint_tensors(path, &tensors, meta)
+}
+
+/// Saves named tensors and the sidecar (for models whose weights do not live in one
+/// `VarMap`, such as an ensemble). Both files are written to a temporary file and renamed.
+pub fn save_checkpoint_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    let (weights, sidecar) = checkpoint_paths(path);
+    let bytes = safetensors_bytes(tensors).map_err(|e| TensorError::Checkpoint {
         path: weights.clone(),
         message: e.to_string(),
     })?;
@@ -202,6 +212,16 @@ impl Checkpoint {
             var.set(t)?;
         }
         Ok(())
+    }
+
+    /// The loaded tensor `name`, or an error naming the weights file.
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| TensorError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("no tensor '{name}' (not this model's checkpoint?)"),
+            })
     }
 
     /// A `VarBuilder` over the loaded tensors, for rebuilding the model's layers.

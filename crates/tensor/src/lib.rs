@@ -31,7 +31,7 @@ pub use candle_nn;
 
 pub use checkpoint::{
     Checkpoint, CheckpointMeta, checkpoint_paths, load_checkpoint, read_checkpoint_meta,
-    save_checkpoint,
+    save_checkpoint, save_checkpoint_tensors,
 };
 pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_gene_count, ensure_labels, ensure_param};
