@@ -61,6 +61,14 @@ pub struct NactParams {
     /// The default 30 lets it learn (docs/nact.md: accuracy and marker recovery both improve).
     #[serde(default = "one")]
     pub attention_lr_scale: f64,
+    /// Train the attention logits as `W_a (x - mean) + b`, `mean` the training cells' mean
+    /// input, and fold `-W_a mean` into `b` afterwards, so the trained model is the method's
+    /// `softmax(W_a x + b)`. A reparametrisation, not a new layer: log expression is never
+    /// centred, so every weight gradient of `W_a` carries the mean profile, and with Adam's
+    /// per-weight step that common mode moves a gene's attention in every cell alike
+    /// (docs/nact.md). The reference: off.
+    #[serde(default)]
+    pub center_attention_input: bool,
 }
 
 fn one() -> f64 {
@@ -82,6 +90,7 @@ impl Default for NactParams {
             scale_gamma: false,
             zero_attention_init: false,
             attention_lr_scale: 30.0,
+            center_attention_input: true,
         }
     }
 }
@@ -91,6 +100,7 @@ impl NactParams {
     pub fn reference() -> Self {
         NactParams {
             attention_lr_scale: 1.0,
+            center_attention_input: false,
             ..NactParams::default()
         }
     }
@@ -231,6 +241,31 @@ impl Nact {
         Ok(())
     }
 
+    fn net_mut(&mut self) -> Result<&mut NactNetwork> {
+        self.net.as_mut().ok_or_else(|| TensorError::InvalidParam {
+            name: "model",
+            message: "N-ACT is not built".into(),
+        })
+    }
+
+    /// The variable named `name` (`attention.weight`, ...) of the built network.
+    fn var(&self, name: &str) -> Result<Var> {
+        let data = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| TensorError::InvalidParam {
+                name: "model",
+                message: "parameter store poisoned".into(),
+            })?;
+        data.get(name)
+            .cloned()
+            .ok_or_else(|| TensorError::InvalidParam {
+                name: "model",
+                message: format!("no variable {name}"),
+            })
+    }
+
     fn net(&self) -> Result<&NactNetwork> {
         self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
             name: "model",
@@ -287,29 +322,23 @@ impl Classifier for Nact {
     ) -> Result<TrainReport> {
         ensure_labels(x.n_rows(), y, n_classes)?;
         self.build(x.n_cols(), n_classes)?;
+        let center = self.config.params().center_attention_input;
+        if center {
+            let mean = Tensor::from_vec(column_means(x), x.n_cols(), &self.device)?;
+            self.net_mut()?.attention.set_input_center(mean)?;
+        }
         let scale = self.config.params().attention_lr_scale;
         let lr_scales = if scale == 1.0 {
             Vec::new()
         } else {
-            let data = self
-                .vars
-                .data()
-                .lock()
-                .map_err(|_| TensorError::InvalidParam {
-                    name: "model",
-                    message: "parameter store poisoned".into(),
-                })?;
-            data.iter()
-                .filter(|(name, _)| name.as_str() == "attention.weight")
-                .map(|(_, v)| (v.clone(), scale))
-                .collect()
+            vec![(self.var("attention.weight")?, scale)]
         };
         let trainer = Trainer {
             net: self.net()?,
             vars: self.vars.all_vars(),
             lr_scales,
         };
-        fit_classifier(
+        let report = fit_classifier(
             "N-ACT",
             &trainer,
             x,
@@ -317,7 +346,12 @@ impl Classifier for Nact {
             &self.config.fit_params(),
             &self.device,
             progress,
-        )
+        )?;
+        if center {
+            let bias = self.var("attention.bias")?;
+            self.net_mut()?.attention.fold_input_center(&bias)?;
+        }
+        Ok(report)
     }
 
     fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
@@ -509,4 +543,14 @@ impl Actinn {
             message: "ACTINN is not trained".into(),
         })
     }
+}
+
+/// Mean of each column of `x` over its rows (`[genes]`; zeros count), accumulated in f64.
+fn column_means(x: &CsrMatrix) -> Vec<f32> {
+    let mut sums = vec![0f64; x.n_cols()];
+    for (&j, &v) in x.indices().iter().zip(x.data()) {
+        sums[j as usize] += v as f64;
+    }
+    let n = x.n_rows().max(1) as f64;
+    sums.into_iter().map(|s| (s / n) as f32).collect()
 }

@@ -24,6 +24,10 @@ pub enum NactVariant {
 #[derive(Debug, Clone)]
 pub struct GeneAttention {
     w: Linear,
+    /// While training with a centred attention input: the training mean of `x`, `[1, genes]`;
+    /// the logits are then `W_a (x - mean) + b`. `None` otherwise (and after training, when
+    /// the mean has been folded into the bias).
+    input_center: Option<Tensor>,
 }
 
 impl GeneAttention {
@@ -34,18 +38,43 @@ impl GeneAttention {
         let b = vb.constant("bias", &[genes], 0.01)?;
         Ok(GeneAttention {
             w: Linear::new(w, Some(b)),
+            input_center: None,
         })
     }
 
     pub fn new(genes: usize, vb: &SeededParams) -> Result<Self> {
         Ok(GeneAttention {
             w: xavier_linear(genes, genes, vb)?,
+            input_center: None,
         })
     }
 
     /// Attention weights `[batch, genes]`, each row summing to 1.
     pub fn weights(&self, x: &Tensor) -> Result<Tensor> {
-        cellident_tensor::nn::softmax(&apply(&self.w, x)?)
+        let logits = match &self.input_center {
+            Some(center) => apply(&self.w, &x.broadcast_sub(center)?)?,
+            None => apply(&self.w, x)?,
+        };
+        cellident_tensor::nn::softmax(&logits)
+    }
+
+    /// Computes the attention logits from `x - center` (`center`: `[genes]`) until
+    /// [`GeneAttention::fold_input_center`]. `W_a (x - c) + b = W_a x + (b - W_a c)`: the same
+    /// family of functions, reparametrised so that the weight gradients carry no common mode.
+    pub fn set_input_center(&mut self, center: Tensor) -> Result<()> {
+        self.input_center = Some(center.unsqueeze(0)?);
+        Ok(())
+    }
+
+    /// Folds the centre into the bias (`b <- b - W_a c`, written into `bias`, the variable
+    /// that backs this layer's bias) and computes logits from `x` again, so that the trained
+    /// layer is the plain `softmax(W_a x + b)` of the method.
+    pub fn fold_input_center(&mut self, bias: &candle_core::Var) -> Result<()> {
+        if let Some(center) = self.input_center.take() {
+            let shift = center.matmul(&self.w.weight().t()?)?.squeeze(0)?;
+            bias.set(&(bias.as_tensor() - shift)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -247,4 +276,48 @@ impl ActinnNetwork {
 /// Row sums, for invariant checks (`[batch]`).
 pub fn row_sums(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.sum(D::Minus1)?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    /// Centring the attention input is a reparametrisation: after folding `-W_a c` into the
+    /// bias, the plain layer gives the attention the centred one gave (f32 rounding only).
+    #[test]
+    fn folding_the_input_centre_keeps_the_attention() {
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let mut att = GeneAttention::new(50, &SeededParams::new(&vars, 7, &dev)).unwrap();
+        let x: Vec<f32> = (0..4 * 50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let x = Tensor::from_vec(x, (4, 50), &dev).unwrap();
+        let center = x.mean(0).unwrap();
+        let plain = att.weights(&x).unwrap();
+        att.set_input_center(center).unwrap();
+        let centred = att.weights(&x).unwrap();
+        // The centre changes the logits by a per-gene constant, so the attention differs ...
+        let moved = (&plain - &centred)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(moved.to_scalar::<f32>().unwrap() > 1e-3);
+        let bias: Var = vars.data().lock().unwrap()["bias"].clone();
+        att.fold_input_center(&bias).unwrap();
+        let folded = att.weights(&x).unwrap();
+        // ... and folding restores exactly the centred layer's function.
+        let err = (&folded - &centred)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(err.to_scalar::<f32>().unwrap() < 1e-6, "{err}");
+        let rows = folded.sum(1).unwrap().to_vec1::<f32>().unwrap();
+        assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5), "{rows:?}");
+    }
 }

@@ -224,9 +224,10 @@ fn attention_list_overlap(params: NactParams) -> (f64, f64) {
 
 /// Issue #7's finding: trained at one learning rate (the reference), the attention stays near
 /// its random start, so the types' salient lists share more genes and the model is less
-/// accurate; with the attention matrix at 30x the rate (the default) the lists separate and
-/// accuracy rises. Measured on this fixture (30 epochs, seed 12345, 2 threads): mean Jaccard
-/// overlap 0.193 (reference) vs 0.162 (default), test accuracy 0.739 vs 0.796.
+/// accurate; with the attention matrix at 30x the rate and its input centred (the default)
+/// the lists separate and accuracy rises. Measured on this fixture (30 epochs, seed 12345, 2
+/// threads): mean Jaccard overlap 0.193 (reference) vs 0.034 (default; 0.162 before the
+/// centring), test accuracy 0.739 vs 0.803.
 #[test]
 fn attention_learns_type_specific_genes_at_the_default_rate() {
     let short = |p: NactParams| NactParams { epochs: 30, ..p };
@@ -236,7 +237,10 @@ fn attention_learns_type_specific_genes_at_the_default_rate() {
         "top-25 overlap between types: reference {reference:.3} (accuracy {acc_reference:.3}), \
          default {default:.3} (accuracy {acc_default:.3})"
     );
-    assert!(default < reference, "overlap {default} >= {reference}");
+    assert!(
+        default < 0.5 * reference,
+        "overlap {default} vs {reference}"
+    );
     assert!(
         acc_default >= acc_reference + 0.03,
         "{acc_default} vs {acc_reference}"

@@ -495,3 +495,42 @@ fn write_ranking(path: &std::path::Path, rows: &[GeneScore]) -> Result<()> {
 
 /// The progress bar of every training run in the suite.
 pub(super) type ProgressBar = cellident_tensor::progress_bar::EpochBar;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue #7's marker bar: on pbmc68k_reduced (the whole 700-cell dataset; the benchmark's
+    /// 80/20 split, seed 0) the default N-ACT's attention puts at least 8 of the 19 canonical
+    /// PBMC markers present in the input into the top 25 of a type they mark. Measured: 8 (the
+    /// released recipe: 3; the previous default, ×30 without centring: 7; a Wilcoxon ranking of
+    /// the same cells: 17). Other seeds of the initialisation give 2-7 on this small set
+    /// (docs/nact.md), so this pins the benchmark's seed, as `--check` does.
+    #[test]
+    fn nact_attention_names_eight_canonical_markers_on_pbmc68k_reduced() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let data = cellident_io::read_mtx_folder(&root.join("fixtures/pbmc68k_reduced")).unwrap();
+        let spec = TaskSpec {
+            task: "annotate".into(),
+            label: "bulk_labels".into(),
+            groups: None,
+            params: BTreeMap::new(),
+            unseen_types: None,
+        };
+        let dir = std::env::temp_dir().join(format!("cellident-markers-{}", std::process::id()));
+        let ctx = RunContext {
+            dir: dir.clone(),
+            params: None,
+        };
+        let out = run_nact(&data, &spec, 0, &ctx).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = &out[0].metrics;
+        eprintln!(
+            "markers: attention {}, wilcoxon {}, accuracy {:.3}",
+            m["marker_hits_attention"], m["marker_hits_wilcoxon"], m["accuracy"]
+        );
+        assert_eq!(m["markers_in_input"], 19.0);
+        assert!(m["marker_hits_attention"] >= 8.0, "{m:?}");
+    }
+}
