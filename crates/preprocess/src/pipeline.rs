@@ -29,19 +29,25 @@ pub struct PipelineParams {
 impl PipelineParams {
     /// The recipe every cellident model and baseline starts from (scanpy's standard workflow):
     /// counts are normalised to 10,000 per cell and logged, log-scale data are used as they
-    /// are, and datasets with more than `n_top_genes` genes keep the `n_top_genes` most
-    /// variable ones (`seurat` flavour) — unless the values are neither counts nor logs (e.g.
-    /// already scaled), where HVG selection would be meaningless.
+    /// are, non-negative values that are neither (FPKM, TPM: already depth-normalised) are
+    /// logged without normalising, and datasets with more than `n_top_genes` genes keep the
+    /// `n_top_genes` most variable ones (`seurat` flavour) — unless the values have negatives
+    /// (e.g. already scaled), where logging and HVG selection would be meaningless.
     pub fn log_hvg(d: &ExpressionDataset, n_top_genes: usize) -> Self {
         let is_counts = crate::looks_like_counts(d.matrix());
         let logged = crate::looks_log_transformed(d.matrix());
+        // FPKM/TPM: left unlogged they kept every gene (47,192 on hsmm_single_cell), which
+        // put a G x G transformer (CICL) out of memory and left HVG selection off.
+        let unlogged = !is_counts && !logged && d.matrix().data().iter().all(|&v| v >= 0.0);
         PipelineParams {
             normalize_total: is_counts.then_some(1e4),
-            log1p: is_counts,
-            hvg: (d.n_genes() > n_top_genes && (is_counts || logged)).then_some(HvgParams {
-                n_top_genes,
-                ..Default::default()
-            }),
+            log1p: is_counts || unlogged,
+            hvg: (d.n_genes() > n_top_genes && (is_counts || logged || unlogged)).then_some(
+                HvgParams {
+                    n_top_genes,
+                    ..Default::default()
+                },
+            ),
             scale: None,
             pca: None,
         }
@@ -220,5 +226,43 @@ impl Pipeline {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod recipe_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use cellident_io::Table;
+
+    /// 2 cells x 3 genes with the given values (a hand-made matrix: only the recipe choice
+    /// is under test).
+    fn two_cells(values: [f32; 6]) -> ExpressionDataset {
+        ExpressionDataset::from_dense(
+            &values,
+            vec!["c1".into(), "c2".into()],
+            vec!["g1".into(), "g2".into(), "g3".into()],
+            Table::empty(2),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_recipe_follows_the_value_kind() {
+        // Counts: normalise, log, HVG.
+        let r = PipelineParams::log_hvg(&two_cells([3., 0., 1., 7., 2., 0.]), 2);
+        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (Some(1e4), true, true));
+        // Log values: as they are, HVG.
+        let r = PipelineParams::log_hvg(&two_cells([1.2, 0., 0.7, 2.3, 0.1, 0.]), 2);
+        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, false, true));
+        // FPKM / TPM (non-negative, non-integer, beyond log range): log without normalising, HVG.
+        let r = PipelineParams::log_hvg(&two_cells([152.3, 0., 0.5, 2210.7, 3.1, 0.]), 2);
+        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, true, true));
+        // Scaled values (negatives): nothing.
+        let r = PipelineParams::log_hvg(&two_cells([-0.4, 1.3, 0.2, 0.9, -1.7, 0.]), 2);
+        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, false, false));
+        // No more genes than asked for: no HVG step.
+        let r = PipelineParams::log_hvg(&two_cells([3., 0., 1., 7., 2., 0.]), 3);
+        assert!(r.hvg.is_none());
     }
 }
