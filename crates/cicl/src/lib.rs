@@ -17,5 +17,5 @@ mod params;
 
 pub use clustering::{pseudo_labels, soft_assignment};
 pub use loss::{cicl_loss, cluster_aware_loss, info_nce};
-pub use model::{Cicl, CiclFit, LossRecord, RefitRecord};
+pub use model::{Cicl, CiclFit, LossRecord, MAX_GENES, RefitRecord};
 pub use params::{AugmentParams, CiclConfig, CiclParams};

@@ -22,6 +22,8 @@ use crate::params::{CiclConfig, CiclParams};
 
 /// Cells per forward pass when embedding without gradients.
 const EMBED_BATCH: usize = 1024;
+/// The most genes CICL takes: its encoder is as wide as the input (d_model = G).
+pub const MAX_GENES: usize = 10_000;
 
 /// What happened at one (re-)fit of the centroids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +192,18 @@ impl Cicl {
         })?;
         ensure_param(k >= 1 && k <= n, "n_clusters", || {
             format!("must be between 1 and the number of cells ({n}), got {k}")
+        })?;
+        // The encoder's width is the gene count (d_model = G, four layers of G x 1024 maps):
+        // ~16,000 G parameters, four copies with the gradient and Adam's moments. Far past the
+        // 2,000 HVGs of the recipe that is tens of GB; say so before allocating it.
+        ensure_param(x.n_cols <= MAX_GENES, "genes", || {
+            format!(
+                "CICL's encoder is as wide as its input ({} genes here; about {:.0} GB to train); \
+                 select at most {MAX_GENES} genes first (the recipe keeps 2,000 highly variable \
+                 genes)",
+                x.n_cols,
+                x.n_cols as f64 * 16_400.0 * 16.0 / 1e9
+            )
         })?;
         if let Some(j) = x.values.iter().position(|v| !v.is_finite()) {
             return Err(TensorError::InvalidParam {

@@ -180,4 +180,12 @@ fn bad_input_is_refused_with_a_message() {
     let x = DenseMatrix::new(2, 2, vec![0.0, 1.0, 1.0, 0.0]).unwrap();
     let e = m.fit(&x, 3, &mut NoProgress).unwrap_err().to_string();
     assert!(e.contains("n_clusters"), "{e}");
+    // Too many genes for an encoder as wide as its input: refused before any allocation.
+    let wide = cellident_cicl::MAX_GENES + 1;
+    let x = DenseMatrix::new(2, wide, vec![1.0; 2 * wide]).unwrap();
+    let e = m.fit(&x, 2, &mut NoProgress).unwrap_err().to_string();
+    assert!(
+        e.contains("10001 genes") && e.contains("at most 10000"),
+        "{e}"
+    );
 }
