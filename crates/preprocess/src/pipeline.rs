@@ -251,16 +251,28 @@ mod recipe_tests {
     fn the_recipe_follows_the_value_kind() {
         // Counts: normalise, log, HVG.
         let r = PipelineParams::log_hvg(&two_cells([3., 0., 1., 7., 2., 0.]), 2);
-        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (Some(1e4), true, true));
+        assert_eq!(
+            (r.normalize_total, r.log1p, r.hvg.is_some()),
+            (Some(1e4), true, true)
+        );
         // Log values: as they are, HVG.
         let r = PipelineParams::log_hvg(&two_cells([1.2, 0., 0.7, 2.3, 0.1, 0.]), 2);
-        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, false, true));
+        assert_eq!(
+            (r.normalize_total, r.log1p, r.hvg.is_some()),
+            (None, false, true)
+        );
         // FPKM / TPM (non-negative, non-integer, beyond log range): log without normalising, HVG.
         let r = PipelineParams::log_hvg(&two_cells([152.3, 0., 0.5, 2210.7, 3.1, 0.]), 2);
-        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, true, true));
+        assert_eq!(
+            (r.normalize_total, r.log1p, r.hvg.is_some()),
+            (None, true, true)
+        );
         // Scaled values (negatives): nothing.
         let r = PipelineParams::log_hvg(&two_cells([-0.4, 1.3, 0.2, 0.9, -1.7, 0.]), 2);
-        assert_eq!((r.normalize_total, r.log1p, r.hvg.is_some()), (None, false, false));
+        assert_eq!(
+            (r.normalize_total, r.log1p, r.hvg.is_some()),
+            (None, false, false)
+        );
         // No more genes than asked for: no HVG step.
         let r = PipelineParams::log_hvg(&two_cells([3., 0., 1., 7., 2., 0.]), 3);
         assert!(r.hvg.is_none());
