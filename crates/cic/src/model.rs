@@ -232,22 +232,10 @@ impl Cic {
         };
         let vars = self.vars.all_vars();
         // Two parameter groups: the autoencoder, and the classifier head with its own rate.
-        let (head_vars, ae_vars): (Vec<(String, candle_core::Var)>, Vec<_>) = {
-            let data = self
-                .vars
-                .data()
-                .lock()
-                .map_err(|_| TensorError::InvalidParam {
-                    name: "parameters",
-                    message: "lock poisoned".into(),
-                })?;
-            let mut all: Vec<(String, candle_core::Var)> =
-                data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            // HashMap order is random: sort so that the optimizers see a fixed order.
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            all.into_iter()
-                .partition(|(k, _)| k.starts_with("classifier."))
-        };
+        let (head_vars, ae_vars): (Vec<(String, candle_core::Var)>, Vec<_>) =
+            cellident_tensor::params::named_vars(&self.vars)?
+                .into_iter()
+                .partition(|(k, _)| k.starts_with("classifier."));
         let head_lr = p.classifier_lr.unwrap_or(p.optimizer.lr());
         let mut opt = Opt::new(ae_vars.into_iter().map(|(_, v)| v).collect(), p.optimizer)?;
         let head_optimizer = match p.optimizer {

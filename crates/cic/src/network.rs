@@ -1,9 +1,9 @@
 //! The CIC network: encoder, decoder and the optional classifier head, built from seeded
 //! parameters (PyTorch's default `nn.Linear` initialisation).
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarMap};
-use cellident_tensor::params::{SeededParams, torch_linear};
+use cellident_tensor::params::{SeededParams, torch_linear, var_named};
 use cellident_tensor::{Activation, FeedForwardLayer, Result};
 
 /// Layers of one CIC model. Shapes: input `[batch, genes]`, code `[batch, code_dim]`,
@@ -115,38 +115,20 @@ impl CicNetwork {
     }
 }
 
-/// Runs `f` on the variable `name` of `vars` (an error names a missing variable).
-fn with_var<T>(vars: &VarMap, name: &str, f: impl FnOnce(&Var) -> Result<T>) -> Result<T> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| cellident_tensor::TensorError::InvalidParam {
-            name: "parameters",
-            message: "lock poisoned".into(),
-        })?;
-    let var = data
-        .get(name)
-        .ok_or_else(|| cellident_tensor::TensorError::InvalidParam {
-            name: "parameters",
-            message: format!("no parameter named {name}"),
-        })?;
-    f(var)
-}
-
 /// Sets the variable `name` of `vars` to `values` (same shape).
 pub(crate) fn set_var(vars: &VarMap, name: &str, values: &[f32]) -> Result<()> {
-    with_var(vars, name, |var| {
-        let t = Tensor::from_slice(values, var.shape(), var.device())?;
-        var.set(&t)?;
-        Ok(())
-    })
+    let var = var_named(vars, name)?;
+    let t = Tensor::from_slice(values, var.shape(), var.device())?;
+    var.set(&t)?;
+    Ok(())
 }
 
 /// The values of variable `name` of `vars`, row-major.
 fn var_values(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
-    with_var(vars, name, |var| {
-        Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
-    })
+    Ok(var_named(vars, name)?
+        .as_tensor()
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 /// Puts the autoencoder at the PCA solution (see `CicInit::Pca`): for each component `j` with

@@ -154,19 +154,8 @@ impl Cicl {
     /// Vars of the encoder and of the projection head, in name order (for reproducible
     /// optimizer state), as two groups with their own learning rates.
     fn var_groups(&self) -> Result<(Vec<Var>, Vec<Var>)> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| TensorError::InvalidParam {
-                name: "parameters",
-                message: "lock poisoned".into(),
-            })?;
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
         let (mut encoder, mut head) = (Vec::new(), Vec::new());
-        for name in names {
-            let var = data[name].clone();
+        for (name, var) in cellident_tensor::params::named_vars(&self.varmap)? {
             if name.starts_with("projection.") {
                 head.push(var);
             } else {

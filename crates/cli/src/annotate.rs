@@ -99,53 +99,37 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let Prepared::Sparse(p) = out else {
         bail!("the N-ACT recipe returned dense data")
     };
-    let device: DeviceChoice = a.device.parse()?;
+    let device = a.device.parse::<DeviceChoice>()?.device()?;
     let genes = p.gene_ids().to_vec();
     let recorded = serde_json::to_value(&pipeline)?;
+    // Each model's defaults with `--seed`, and `--epochs` in its epoch field when given.
+    macro_rules! params {
+        ($params:ty, $epochs:ident) => {{
+            let mut p = <$params>::default();
+            p.seed = a.seed;
+            if let Some(e) = a.epochs {
+                p.$epochs = e;
+            }
+            p
+        }};
+    }
     let (name, mut model): (&str, Box<dyn SavableClassifier>) = match a.model {
-        ClassifierKind::Nact => {
-            let mut params = NactParams {
-                seed: a.seed,
-                ..NactParams::default()
-            };
-            if let Some(e) = a.epochs {
-                params.epochs = e;
-            }
-            (
-                "N-ACT",
-                Box::new(Nact::new(params.check()?, device.device()?)),
-            )
-        }
-        ClassifierKind::Actinn => {
-            let mut params = ActinnParams {
-                seed: a.seed,
-                ..ActinnParams::default()
-            };
-            if let Some(e) = a.epochs {
-                params.epochs = e;
-            }
-            ("ACTINN", Box::new(Actinn::new(params, device.device()?)?))
-        }
-        ClassifierKind::Cic => {
-            let mut params = CicParams {
-                seed: a.seed,
-                ..CicParams::default()
-            };
-            if let Some(e) = a.epochs {
-                params.max_epochs = e;
-            }
-            ("CIC", Box::new(Cic::new(params.check()?, device.device()?)))
-        }
-        ClassifierKind::Mlp => {
-            let mut params = MlpParams {
-                seed: a.seed,
-                ..MlpParams::default()
-            };
-            if let Some(e) = a.epochs {
-                params.max_epochs = e;
-            }
-            ("MLP", Box::new(MetadataMlp::new(params, device.device()?)?))
-        }
+        ClassifierKind::Nact => (
+            "N-ACT",
+            Box::new(Nact::new(params!(NactParams, epochs).check()?, device)),
+        ),
+        ClassifierKind::Actinn => (
+            "ACTINN",
+            Box::new(Actinn::new(params!(ActinnParams, epochs), device)?),
+        ),
+        ClassifierKind::Cic => (
+            "CIC",
+            Box::new(Cic::new(params!(CicParams, max_epochs).check()?, device)),
+        ),
+        ClassifierKind::Mlp => (
+            "MLP",
+            Box::new(MetadataMlp::new(params!(MlpParams, max_epochs), device)?),
+        ),
     };
     let mut bar = crate::epoch_bar(name, quiet);
     let report = model.fit(p.matrix(), &y, enc.classes.len(), &mut bar)?;

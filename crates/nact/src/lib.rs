@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use cellident_io::CsrMatrix;
 use cellident_tensor::batch::dense_rows;
+use cellident_tensor::params::var_named;
 use cellident_tensor::{
     AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams, LogitNetwork,
     LrSchedule, Progress, Result, TensorError, TrainReport, ensure_gene_count, ensure_labels,
@@ -248,24 +249,6 @@ impl Nact {
         })
     }
 
-    /// The variable named `name` (`attention.weight`, ...) of the built network.
-    fn var(&self, name: &str) -> Result<Var> {
-        let data = self
-            .vars
-            .data()
-            .lock()
-            .map_err(|_| TensorError::InvalidParam {
-                name: "model",
-                message: "parameter store poisoned".into(),
-            })?;
-        data.get(name)
-            .cloned()
-            .ok_or_else(|| TensorError::InvalidParam {
-                name: "model",
-                message: format!("no variable {name}"),
-            })
-    }
-
     fn net(&self) -> Result<&NactNetwork> {
         self.net.as_ref().ok_or_else(|| TensorError::InvalidParam {
             name: "model",
@@ -331,7 +314,7 @@ impl Classifier for Nact {
         let lr_scales = if scale == 1.0 {
             Vec::new()
         } else {
-            vec![(self.var("attention.weight")?, scale)]
+            vec![(var_named(&self.vars, "attention.weight")?, scale)]
         };
         let trainer = Trainer {
             net: self.net()?,
@@ -348,7 +331,7 @@ impl Classifier for Nact {
             progress,
         )?;
         if center {
-            let bias = self.var("attention.bias")?;
+            let bias = var_named(&self.vars, "attention.bias")?;
             self.net_mut()?.attention.fold_input_center(&bias)?;
         }
         Ok(report)

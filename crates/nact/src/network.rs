@@ -285,6 +285,17 @@ mod tests {
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// Centring the attention input is a reparametrisation: after folding `-W_a c` into the
     /// bias, the plain layer gives the attention the centred one gave (f32 rounding only).
     #[test]
@@ -299,24 +310,13 @@ mod tests {
         att.set_input_center(center).unwrap();
         let centred = att.weights(&x).unwrap();
         // The centre changes the logits by a per-gene constant, so the attention differs ...
-        let moved = (&plain - &centred)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(moved.to_scalar::<f32>().unwrap() > 1e-3);
+        assert!(max_abs_diff(&plain, &centred) > 1e-3);
         let bias: Var = vars.data().lock().unwrap()["bias"].clone();
         att.fold_input_center(&bias).unwrap();
         let folded = att.weights(&x).unwrap();
         // ... and folding restores exactly the centred layer's function.
-        let err = (&folded - &centred)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(err.to_scalar::<f32>().unwrap() < 1e-6, "{err}");
+        let err = max_abs_diff(&folded, &centred);
+        assert!(err < 1e-6, "{err}");
         let rows = folded.sum(1).unwrap().to_vec1::<f32>().unwrap();
         assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5), "{rows:?}");
     }

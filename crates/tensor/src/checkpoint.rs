@@ -79,15 +79,10 @@ pub fn checkpoint_paths(path: &Path) -> (PathBuf, PathBuf) {
 
 /// Saves every variable of `vars` and the sidecar.
 pub fn save_checkpoint(path: &Path, vars: &VarMap, meta: &CheckpointMeta) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = {
-        let data = vars.data().lock().map_err(|_| TensorError::Checkpoint {
-            path: checkpoint_paths(path).0,
-            message: "variable map lock poisoned".into(),
-        })?;
-        data.iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
-    };
+    let tensors: HashMap<String, Tensor> = crate::params::named_vars(vars)?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
     save_checkpoint_tensors(path, &tensors, meta)
 }
 
@@ -197,19 +192,8 @@ impl Checkpoint {
     /// Sets every variable of `vars` (a model just built with the checkpoint's shapes) to the
     /// loaded tensor of the same name, as `VarMap::load` does, without reading the file again.
     pub fn restore(&self, vars: &VarMap) -> Result<()> {
-        let data = vars.data().lock().map_err(|_| TensorError::Checkpoint {
-            path: self.path.clone(),
-            message: "variable map lock poisoned".into(),
-        })?;
-        for (name, var) in data.iter() {
-            let t = self
-                .tensors
-                .get(name)
-                .ok_or_else(|| TensorError::Checkpoint {
-                    path: self.path.clone(),
-                    message: format!("no tensor '{name}' (not this model's checkpoint?)"),
-                })?;
-            var.set(t)?;
+        for (name, var) in crate::params::named_vars(vars)? {
+            var.set(self.tensor(&name)?)?;
         }
         Ok(())
     }

@@ -15,6 +15,32 @@ use candle_nn::{Linear, VarMap};
 use rand::Rng;
 use rand::rngs::StdRng;
 
+/// Every variable of `vars` with its name, sorted by name: a `VarMap` is a `HashMap`, and
+/// optimizers and parameter groups need the same order on every run.
+pub fn named_vars(vars: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = vars.data().lock().map_err(|_| TensorError::InvalidParam {
+        name: "parameters",
+        message: "lock poisoned".into(),
+    })?;
+    let mut all: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(all)
+}
+
+/// The variable `name` of `vars` (an error names a missing variable).
+pub fn var_named(vars: &VarMap, name: &str) -> Result<Var> {
+    let data = vars.data().lock().map_err(|_| TensorError::InvalidParam {
+        name: "parameters",
+        message: "lock poisoned".into(),
+    })?;
+    data.get(name)
+        .cloned()
+        .ok_or_else(|| TensorError::InvalidParam {
+            name: "parameters",
+            message: format!("no parameter named {name}"),
+        })
+}
+
 /// Creates named, seeded parameters in a `VarMap`.
 #[derive(Clone)]
 pub struct SeededParams {
