@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use cellident_cic::{Cic, CicParams};
-use cellident_io::ExpressionDataset;
+use cellident_io::{CsrMatrix, ExpressionDataset};
 use cellident_metadata::{MetadataMlp, MlpParams};
 use cellident_nact::{Actinn, ActinnParams, Nact, NactParams};
 use cellident_preprocess::looks_like_counts;
 use cellident_preprocess::pipeline::{Pipeline, PipelineParams, Prepared, Step};
-use cellident_tensor::{CheckParams, Classifier, DeviceChoice};
+use cellident_tensor::{CheckParams, Classifier, DeviceChoice, StreamingClassifier};
 
 /// The label written for cells whose top probability is below `--min-probability`.
 pub const UNASSIGNED: &str = "Unassigned";
@@ -60,6 +60,14 @@ pub struct TrainArgs {
     /// Where to train: cpu, cuda[:N], metal[:N] (GPU builds need the matching feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Stream the training cells from a cellident Parquet file instead of reading it into
+    /// memory (N-ACT and ACTINN): the recipe's statistics in one pass, then mini-batches
+    /// through a shuffle buffer of row groups; memory is bounded by the buffer and the model.
+    #[arg(long)]
+    stream: bool,
+    /// With --stream: cells held in the shuffle buffer (whole row groups are read into it).
+    #[arg(long, default_value_t = 65_536)]
+    buffer_cells: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +93,9 @@ pub struct AnnotateArgs {
 }
 
 pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
+    if a.stream {
+        return train_streaming(a, quiet);
+    }
     let data = crate::read_dataset(&a.input)?;
     let (enc, keep, y) = crate::labelled_rows(&data, &a.label, &a.input)?;
     let d = data.select_cells(&keep)?;
@@ -143,6 +154,97 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
             data.n_cells(),
             enc.classes.len(),
             p.n_genes(),
+            report.epochs.last().map_or(f32::NAN, |e| e.train_loss),
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// `train --stream`: N-ACT or ACTINN from a Parquet file that is never read whole.
+fn train_streaming(a: TrainArgs, quiet: bool) -> Result<()> {
+    use cellident_preprocess::stream::{
+        BatchTransform, ParquetBatchSource, fit_pipeline_streaming, log_hvg_streaming,
+    };
+    if !matches!(a.model, ClassifierKind::Nact | ClassifierKind::Actinn) {
+        bail!("--stream trains N-ACT or ACTINN; CIC and the MLP train from memory (drop --stream)");
+    }
+    if cellident_io::InputFormat::detect(&a.input)? != cellident_io::InputFormat::Parquet {
+        bail!(
+            "--stream reads a cellident Parquet file; convert {} first with `cellident import`",
+            a.input.display()
+        );
+    }
+    let file = cellident_io::ParquetDataset::open(&a.input)?;
+    let spinner = crate::spinner(
+        quiet,
+        format!("fitting the preprocessing over {} cells", file.n_cells()),
+    );
+    let recipe = log_hvg_streaming(&file, a.n_top_genes)?;
+    let pipeline = fit_pipeline_streaming(&file, &recipe)
+        .with_context(|| format!("preprocessing {} (log, HVG)", a.input.display()))?;
+    spinner.finish_and_clear();
+    let transform = BatchTransform::new(&pipeline, file.gene_ids(), 1.0)?;
+    let genes = match pipeline.steps.last() {
+        Some(Step::SelectGenes { genes }) => genes.clone(),
+        _ => file.gene_ids().to_vec(),
+    };
+    let mut source = ParquetBatchSource::new(file, transform, &a.label, a.buffer_cells, a.seed)
+        .with_context(|| format!("{}: the --label column", a.input.display()))?;
+    let classes = source.classes().classes.clone();
+    if classes.len() < 2 {
+        bail!(
+            "{}: column '{}' has {} class(es); a classifier needs at least 2",
+            a.input.display(),
+            a.label,
+            classes.len()
+        );
+    }
+    let device = a.device.parse::<DeviceChoice>()?.device()?;
+    let recorded = serde_json::to_value(&pipeline)?;
+    let mut bar = crate::epoch_bar(
+        if a.model == ClassifierKind::Nact {
+            "N-ACT"
+        } else {
+            "ACTINN"
+        },
+        quiet,
+    );
+    let report = match a.model {
+        ClassifierKind::Nact => {
+            let mut p = NactParams {
+                seed: a.seed,
+                ..Default::default()
+            };
+            if let Some(e) = a.epochs {
+                p.epochs = e;
+            }
+            let mut m = Nact::new(p.check()?, device);
+            let r = m.fit_source(&mut source, classes.len(), &mut bar)?;
+            m.save(&a.output, genes.clone(), classes.clone(), recorded)?;
+            r
+        }
+        _ => {
+            let mut p = ActinnParams {
+                seed: a.seed,
+                ..Default::default()
+            };
+            if let Some(e) = a.epochs {
+                p.epochs = e;
+            }
+            let mut m = Actinn::new(p, device)?;
+            let r = m.fit_source(&mut source, classes.len(), &mut bar)?;
+            m.save(&a.output, genes.clone(), classes.clone(), recorded)?;
+            r
+        }
+    };
+    if !quiet {
+        eprintln!(
+            "trained on {} streamed cells ({} types, {} genes; {:.0} s, final loss {:.4}); wrote {}",
+            cellident_tensor::BatchSource::n_cells(&source),
+            classes.len(),
+            genes.len(),
+            report.seconds,
             report.epochs.last().map_or(f32::NAN, |e| e.train_loss),
             a.output.display()
         );
@@ -235,7 +337,7 @@ pub(crate) fn prepare_query(
                 model_path.display()
             )
         })?;
-    check_value_kind(&pipeline, data, data_path)?;
+    check_value_kind(&pipeline, data.matrix(), data_path)?;
     let Prepared::Sparse(p) = pipeline.apply(data, min_overlap).with_context(|| {
         format!(
             "preprocessing {} as the model was trained",
@@ -261,12 +363,12 @@ pub(crate) fn prepare_query(
 
 /// The preprocessing a model recorded must fit the query's values: a model trained from counts
 /// normalises and logs, so it needs counts; a model trained on log values cannot take counts.
-fn check_value_kind(pipeline: &Pipeline, data: &ExpressionDataset, path: &Path) -> Result<()> {
+fn check_value_kind(pipeline: &Pipeline, data: &CsrMatrix, path: &Path) -> Result<()> {
     let wants_counts = pipeline
         .steps
         .iter()
         .any(|s| matches!(s, Step::NormalizeTotal { .. }));
-    let counts = looks_like_counts(data.matrix());
+    let counts = looks_like_counts(data);
     if wants_counts && !counts {
         bail!(
             "{}: the model was trained on raw counts (it normalises and logs them), but these \
@@ -295,39 +397,23 @@ pub fn annotate(a: AnnotateArgs, quiet: bool) -> Result<()> {
     let device: DeviceChoice = a.device.parse()?;
     let (model, meta) = load_classifier(&a.model, &device.device()?)
         .with_context(|| format!("cannot load the model {}", a.model.display()))?;
+    if let Some(transform) = streamable(&meta, &a)? {
+        return annotate_streaming(&a, model.as_ref(), &meta, transform, quiet);
+    }
     let data = crate::read_dataset(&a.input)?;
     let p = prepare_query(&meta, &a.model, &data, &a.input, a.min_gene_overlap)?;
     let proba = model.predict_proba(p.matrix())?;
     let classes = &meta.labels;
-    let mut text = String::from("cell,prediction,probability");
-    for c in classes {
-        let _ = write!(text, ",{}", cellident_io::csv_field(&format!("p_{c}")));
-    }
-    text.push('\n');
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, cell) in p.cell_ids().iter().enumerate() {
-        let row = proba.row(i);
-        let (best, top) = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
-        let label = if (top as f64) < a.min_probability {
-            UNASSIGNED
-        } else {
-            classes[best].as_str()
-        };
-        *counts.entry(label).or_default() += 1;
-        let _ = write!(
-            text,
-            "{},{},{top}",
-            cellident_io::csv_field(cell),
-            cellident_io::csv_field(label)
-        );
-        for v in row {
-            let _ = write!(text, ",{v}");
-        }
-        text.push('\n');
-    }
+    let mut text = prediction_header(classes);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    prediction_rows(
+        &mut text,
+        p.cell_ids(),
+        &proba,
+        classes,
+        a.min_probability,
+        &mut counts,
+    );
     cellident_io::write_atomic(&a.output, |w| w.write_all(text.as_bytes()))
         .with_context(|| format!("cannot write {}", a.output.display()))?;
     if !quiet {
@@ -339,6 +425,167 @@ pub fn annotate(a: AnnotateArgs, quiet: bool) -> Result<()> {
              wrote {}",
             p.n_cells(),
             meta.genes.len(),
+            counts
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// The CSV header of a prediction file.
+fn prediction_header(classes: &[String]) -> String {
+    let mut text = String::from("cell,prediction,probability");
+    for c in classes {
+        let _ = write!(text, ",{}", cellident_io::csv_field(&format!("p_{c}")));
+    }
+    text.push('\n');
+    text
+}
+
+/// Appends one CSV row per cell (`Unassigned` below `min_probability`) and counts the labels.
+fn prediction_rows(
+    text: &mut String,
+    cells: &[String],
+    proba: &cellident_tensor::DenseMatrix,
+    classes: &[String],
+    min_probability: f64,
+    counts: &mut BTreeMap<String, usize>,
+) {
+    for (i, cell) in cells.iter().enumerate() {
+        let row = proba.row(i);
+        let (best, top) = row
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
+        let label = if (top as f64) < min_probability {
+            UNASSIGNED
+        } else {
+            classes[best].as_str()
+        };
+        *counts.entry(label.to_string()).or_default() += 1;
+        let _ = write!(
+            text,
+            "{},{},{top}",
+            cellident_io::csv_field(cell),
+            cellident_io::csv_field(label)
+        );
+        for v in row {
+            let _ = write!(text, ",{v}");
+        }
+        text.push('\n');
+    }
+}
+
+/// For a cellident Parquet input and a model whose preprocessing is sparse (normalise, log,
+/// gene selection: N-ACT, ACTINN), the batch transform that streams it; `None` reads the input
+/// into memory instead.
+fn streamable(
+    meta: &cellident_tensor::CheckpointMeta,
+    a: &AnnotateArgs,
+) -> Result<
+    Option<(
+        cellident_io::ParquetDataset,
+        cellident_preprocess::stream::BatchTransform,
+    )>,
+> {
+    if cellident_io::InputFormat::detect(&a.input)? != cellident_io::InputFormat::Parquet {
+        return Ok(None);
+    }
+    let Ok(mut pipeline) = serde_json::from_value::<Pipeline>(meta.preprocessing.clone()) else {
+        return Ok(None);
+    };
+    // The model's own gene order, whether or not its recipe selected genes.
+    pipeline
+        .steps
+        .retain(|s| !matches!(s, Step::SelectGenes { .. }));
+    pipeline.steps.push(Step::SelectGenes {
+        genes: meta.genes.clone(),
+    });
+    let file = cellident_io::ParquetDataset::open(&a.input)?;
+    match cellident_preprocess::stream::BatchTransform::new(
+        &pipeline,
+        file.gene_ids(),
+        a.min_gene_overlap,
+    ) {
+        Ok(t) => Ok(Some((file, t))),
+        Err(cellident_preprocess::PreprocessError::InvalidParam { .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "{} does not hold enough of the model's {} genes",
+                a.input.display(),
+                meta.genes.len()
+            )
+        }),
+    }
+}
+
+/// Annotates a Parquet file batch by batch: memory is one batch of cells and its
+/// probabilities; the CSV is written to a temporary file and renamed when complete.
+fn annotate_streaming(
+    a: &AnnotateArgs,
+    model: &dyn Classifier,
+    meta: &cellident_tensor::CheckpointMeta,
+    (file, transform): (
+        cellident_io::ParquetDataset,
+        cellident_preprocess::stream::BatchTransform,
+    ),
+    quiet: bool,
+) -> Result<()> {
+    let pipeline: Pipeline = serde_json::from_value(meta.preprocessing.clone())?;
+    let classes = &meta.labels;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let bar = crate::cell_bar(quiet, file.n_cells() as u64, "annotating");
+    let mut failure: Option<anyhow::Error> = None;
+    let written = cellident_io::write_atomic(&a.output, |w| {
+        w.write_all(prediction_header(classes).as_bytes())?;
+        let mut run = || -> Result<()> {
+            for batch in file.batches(4096, true)? {
+                let b = batch?;
+                let range = b.first_cell..b.first_cell + b.cell_ids.len();
+                check_value_kind(&pipeline, &b.matrix, &a.input)
+                    .with_context(|| format!("cells {}..{}", range.start, range.end))?;
+                let x = transform.apply(b.matrix).with_context(|| {
+                    format!(
+                        "{}, cells {}..{}",
+                        a.input.display(),
+                        range.start,
+                        range.end
+                    )
+                })?;
+                let proba = model.predict_proba(&x)?;
+                let mut text = String::new();
+                prediction_rows(
+                    &mut text,
+                    &b.cell_ids,
+                    &proba,
+                    classes,
+                    a.min_probability,
+                    &mut counts,
+                );
+                w.write_all(text.as_bytes())?;
+                bar.inc(b.cell_ids.len() as u64);
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            failure = Some(e);
+            return Err(std::io::Error::other("annotation stopped"));
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    written.with_context(|| format!("cannot write {}", a.output.display()))?;
+    if !quiet {
+        eprintln!(
+            "annotated {} streamed cells: {}; wrote {}",
+            file.n_cells(),
             counts
                 .iter()
                 .map(|(k, v)| format!("{k} {v}"))

@@ -225,7 +225,21 @@ pub(crate) fn epoch_bar(name: &str, quiet: bool) -> cellident_tensor::progress_b
     }
 }
 
-fn spinner(quiet: bool, message: String) -> ProgressBar {
+/// A bar counting cells through a long streamed pass.
+pub(crate) fn cell_bar(quiet: bool, total: u64, message: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} cells ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(message.to_string());
+    pb
+}
+
+pub(crate) fn spinner(quiet: bool, message: String) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -576,6 +576,120 @@ fn train_then_annotate_with_another_gene_order() {
     assert!(err.contains("raw counts") && err.contains("log1p"), "{err}");
 }
 
+/// `train --stream` fits the recipe in one pass over a Parquet file and trains N-ACT through
+/// the shuffle buffer; the model is the one in-memory training records (same genes, same
+/// preprocessing), and annotating the Parquet file (streamed) or the 10x folder (in memory)
+/// gives the same predictions.
+#[test]
+fn streamed_training_and_annotation_of_a_parquet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenx = fixture("pbmc3k_10x");
+    let pq = dir.path().join("pbmc3k.parquet");
+    ok(&cellident(&[
+        &"import",
+        &tenx.join("filtered_feature_bc_matrix"),
+        &"--obs",
+        &tenx.join("obs.csv.gz"),
+        &"-o",
+        &pq,
+    ]));
+    let streamed = dir.path().join("streamed.safetensors");
+    let out = cellident(&[
+        &"train",
+        &pq,
+        &"--stream",
+        &"--buffer-cells",
+        &"256",
+        &"--label",
+        &"classified",
+        &"--n-top-genes",
+        &"1000",
+        &"--epochs",
+        &"15",
+        &"-o",
+        &streamed,
+    ]);
+    ok(&out);
+    let in_memory = dir.path().join("in_memory.safetensors");
+    ok(&cellident(&[
+        &"train",
+        &pq,
+        &"--label",
+        &"classified",
+        &"--n-top-genes",
+        &"1000",
+        &"--epochs",
+        &"1",
+        &"-o",
+        &in_memory,
+    ]));
+    let sidecar = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let (s, m) = (sidecar("streamed.json"), sidecar("in_memory.json"));
+    assert_eq!(
+        s["preprocessing"], m["preprocessing"],
+        "one-pass recipe = in-memory recipe"
+    );
+    assert_eq!(s["genes"], m["genes"]);
+    assert_eq!(s["genes"].as_array().unwrap().len(), 1000);
+
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    ok(&cellident(&[
+        &"annotate",
+        &pq,
+        &"--model",
+        &streamed,
+        &"-o",
+        &a,
+    ]));
+    ok(&cellident(&[
+        &"annotate",
+        &tenx.join("filtered_feature_bc_matrix"),
+        &"--model",
+        &streamed,
+        &"-o",
+        &b,
+    ]));
+    let (pa, pb) = (predictions(&a), predictions(&b));
+    assert_eq!(pa.len(), 999);
+    for (cell, (label, p)) in &pa {
+        let (lb, q) = &pb[cell];
+        assert_eq!(label, lb, "cell {cell}");
+        assert!((p - q).abs() < 1e-6, "cell {cell}: {p} vs {q}");
+    }
+    let e = evaluate_fixture("pbmc3k_seurat", "classified", &a, "prediction");
+    eprintln!("streamed N-ACT, training-cell accuracy {}", e["accuracy"]);
+    assert!(e["accuracy"].as_f64().unwrap() > 0.75, "{}", e["accuracy"]);
+
+    // --stream needs a Parquet file, and a model that streams.
+    let out = cellident(&[
+        &"train",
+        &tenx.join("filtered_feature_bc_matrix"),
+        &"--stream",
+        &"--label",
+        &"classified",
+        &"-o",
+        &streamed,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cellident import"));
+    let out = cellident(&[
+        &"train",
+        &pq,
+        &"--stream",
+        &"--model",
+        &"cic",
+        &"--label",
+        &"classified",
+        &"-o",
+        &streamed,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("N-ACT or ACTINN"));
+}
+
 /// `train --model actinn|cic` writes a checkpoint that `annotate` recognises from its sidecar;
 /// on its own training cells each model is right for most of them (ACTINN 50 epochs, CIC's
 /// classifier autoencoder 10).

@@ -352,7 +352,8 @@ pub struct ParquetDataset {
     gene_ids: Vec<String>,
     var: Table,
     n_cells: usize,
-    n_row_groups: usize,
+    /// Index of each row group's first cell, plus the number of cells at the end.
+    row_group_starts: Vec<usize>,
     schema: SchemaRef,
     obs_columns: Vec<String>,
 }
@@ -424,10 +425,15 @@ impl ParquetDataset {
             .filter(|n| !RESERVED.contains(&n.as_str()))
             .collect();
         let md = builder.metadata();
+        let mut row_group_starts = vec![0usize];
+        for g in md.row_groups() {
+            let last = row_group_starts[row_group_starts.len() - 1];
+            row_group_starts.push(last + g.num_rows().max(0) as usize);
+        }
         Ok(ParquetDataset {
             path: path.to_path_buf(),
             n_cells: md.file_metadata().num_rows() as usize,
-            n_row_groups: md.num_row_groups(),
+            row_group_starts,
             gene_ids,
             var,
             schema,
@@ -463,7 +469,49 @@ impl ParquetDataset {
     }
     /// Number of row groups.
     pub fn n_row_groups(&self) -> usize {
-        self.n_row_groups
+        self.row_group_starts.len() - 1
+    }
+    /// The cells of row group `group`: `start..end` in file order.
+    pub fn row_group_cells(&self, group: usize) -> std::ops::Range<usize> {
+        let g = group.min(self.n_row_groups());
+        self.row_group_starts[g]..self.row_group_starts[(g + 1).min(self.n_row_groups())]
+    }
+
+    /// Reads one row group (all its cells, with the expression matrix) — the unit of random
+    /// access that a shuffling reader draws from; memory is one row group.
+    pub fn read_row_group(&self, group: usize) -> Result<CellBatch> {
+        if group >= self.n_row_groups() {
+            return Err(IoError::format(
+                &self.path,
+                format!(
+                    "has {} row groups; row group {group} does not exist",
+                    self.n_row_groups()
+                ),
+            ));
+        }
+        let cells = self.row_group_cells(group);
+        let builder = Self::builder(&self.path)?;
+        let reader = builder
+            .with_batch_size(cells.len().max(1))
+            .with_row_groups(vec![group])
+            .build()
+            .map_err(|e| IoError::format(&self.path, e.to_string()))?;
+        let mut batches = CellBatches {
+            path: self.path.clone(),
+            reader,
+            n_genes: self.gene_ids.len(),
+            next_row: cells.start,
+            with_matrix: true,
+        };
+        match batches.next() {
+            Some(b) => b,
+            None => Ok(CellBatch {
+                first_cell: cells.start,
+                cell_ids: Vec::new(),
+                matrix: CsrMatrix::zeros(0, self.gene_ids.len()),
+                obs: Table::empty(0),
+            }),
+        }
     }
     /// Names of the obs columns.
     pub fn obs_columns(&self) -> &[String] {

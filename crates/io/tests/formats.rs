@@ -78,6 +78,20 @@ fn parquet_round_trip_and_streaming() {
     assert_eq!(seen, 700);
     assert_eq!(CsrMatrix::vstack(&parts).unwrap(), *d.matrix());
 
+    // Row groups read one at a time, in any order, are the file's cells 0..256, 256..512, 512..700.
+    assert_eq!(p.row_group_cells(2), 512..700);
+    let mut by_group = Vec::new();
+    for g in (0..3).rev() {
+        let b = p.read_row_group(g).unwrap();
+        assert_eq!(b.first_cell, p.row_group_cells(g).start);
+        assert_eq!(b.cell_ids, d.cell_ids()[p.row_group_cells(g)].to_vec());
+        assert_eq!(b.obs.n_rows(), b.cell_ids.len());
+        by_group.insert(0, b.matrix);
+    }
+    assert_eq!(CsrMatrix::vstack(&by_group).unwrap(), *d.matrix());
+    let err = p.read_row_group(3).unwrap_err().to_string();
+    assert!(err.contains("row group 3 does not exist"), "{err}");
+
     // Obs only, without decoding expression values.
     let (cells, obs) = p.read_obs().unwrap();
     assert_eq!(cells, d.cell_ids());

@@ -18,9 +18,10 @@ use cellident_io::CsrMatrix;
 use cellident_tensor::batch::dense_rows;
 use cellident_tensor::params::var_named;
 use cellident_tensor::{
-    AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams, LogitNetwork,
-    LrSchedule, Progress, Result, TensorError, TrainReport, ensure_gene_count, ensure_labels,
-    ensure_param, fit_classifier, predict_proba,
+    AdamParams, BatchSource, CheckParams, CheckpointMeta, Classifier, DenseMatrix, FitParams,
+    LogitNetwork, LrSchedule, Progress, Result, RowsSource, StreamingClassifier, TensorError,
+    TrainReport, ensure_gene_count, ensure_labels, ensure_param, fit_classifier,
+    fit_classifier_source, predict_proba,
 };
 use serde::{Deserialize, Serialize};
 
@@ -295,6 +296,70 @@ impl Nact {
     }
 }
 
+impl Nact {
+    /// The network with its variables and the attention's learning-rate multiple.
+    fn trainer(&self) -> Result<Trainer<'_>> {
+        let scale = self.config.params().attention_lr_scale;
+        let lr_scales = if scale == 1.0 {
+            Vec::new()
+        } else {
+            vec![(var_named(&self.vars, "attention.weight")?, scale)]
+        };
+        Ok(Trainer {
+            net: self.net()?,
+            vars: self.vars.all_vars(),
+            lr_scales,
+        })
+    }
+
+    /// After training with a centred attention input: `b <- b - W_a m`.
+    fn fold_center(&mut self) -> Result<()> {
+        if self.config.params().center_attention_input {
+            let bias = var_named(&self.vars, "attention.bias")?;
+            self.net_mut()?.attention.fold_input_center(&bias)?;
+        }
+        Ok(())
+    }
+}
+
+impl StreamingClassifier for Nact {
+    /// Trains on cells streamed from `source` (e.g. a Parquet file through a shuffle buffer),
+    /// so memory is bounded by the source's buffer and the model, whatever the number of
+    /// cells. Same network, loss and schedule as [`Classifier::fit`]; the attention input
+    /// centre is the source's column means (one extra pass). Streaming has no validation
+    /// hold-out, so `validation_fraction` must be 0 (the default).
+    fn fit_source(
+        &mut self,
+        source: &mut dyn BatchSource,
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        ensure_param(
+            self.config.params().validation_fraction == 0.0,
+            "validation_fraction",
+            || "streamed training has no validation hold-out; set it to 0".into(),
+        )?;
+        ensure_param(n_classes > 0, "labels", || "no classes".into())?;
+        self.build(source.n_genes(), n_classes)?;
+        if self.config.params().center_attention_input {
+            let mean = Tensor::from_vec(source.column_means()?, source.n_genes(), &self.device)?;
+            self.net_mut()?.attention.set_input_center(mean)?;
+        }
+        let trainer = self.trainer()?;
+        let report = fit_classifier_source(
+            MODEL_NAME,
+            &trainer,
+            source,
+            None,
+            &self.config.fit_params(),
+            &self.device,
+            progress,
+        )?;
+        self.fold_center()?;
+        Ok(report)
+    }
+}
+
 impl Classifier for Nact {
     fn fit(
         &mut self,
@@ -305,24 +370,13 @@ impl Classifier for Nact {
     ) -> Result<TrainReport> {
         ensure_labels(x.n_rows(), y, n_classes)?;
         self.build(x.n_cols(), n_classes)?;
-        let center = self.config.params().center_attention_input;
-        if center {
+        if self.config.params().center_attention_input {
             let mean = Tensor::from_vec(column_means(x), x.n_cols(), &self.device)?;
             self.net_mut()?.attention.set_input_center(mean)?;
         }
-        let scale = self.config.params().attention_lr_scale;
-        let lr_scales = if scale == 1.0 {
-            Vec::new()
-        } else {
-            vec![(var_named(&self.vars, "attention.weight")?, scale)]
-        };
-        let trainer = Trainer {
-            net: self.net()?,
-            vars: self.vars.all_vars(),
-            lr_scales,
-        };
+        let trainer = self.trainer()?;
         let report = fit_classifier(
-            "N-ACT",
+            MODEL_NAME,
             &trainer,
             x,
             y,
@@ -330,10 +384,7 @@ impl Classifier for Nact {
             &self.device,
             progress,
         )?;
-        if center {
-            let bias = var_named(&self.vars, "attention.bias")?;
-            self.net_mut()?.attention.fold_input_center(&bias)?;
-        }
+        self.fold_center()?;
         Ok(report)
     }
 
@@ -438,16 +489,16 @@ impl Actinn {
     }
 }
 
-impl Classifier for Actinn {
-    fn fit(
+impl StreamingClassifier for Actinn {
+    /// ACTINN trained from streamed cells (memory bounded by the source's buffer).
+    fn fit_source(
         &mut self,
-        x: &CsrMatrix,
-        y: &[u32],
+        source: &mut dyn BatchSource,
         n_classes: usize,
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
-        ensure_labels(x.n_rows(), y, n_classes)?;
-        self.build(x.n_cols(), n_classes)?;
+        ensure_param(n_classes > 0, "labels", || "no classes".into())?;
+        self.build(source.n_genes(), n_classes)?;
         let p = FitParams {
             epochs: self.params.epochs,
             batch_size: self.params.batch_size,
@@ -464,18 +515,40 @@ impl Classifier for Actinn {
             name: "model",
             message: "not built".into(),
         })?;
-        fit_classifier(
-            "ACTINN",
+        fit_classifier_source(
+            ACTINN_NAME,
             &ActinnTrainer {
                 net,
                 vars: self.vars.all_vars(),
             },
-            x,
-            y,
+            source,
+            None,
             &p,
             &self.device,
             progress,
         )
+    }
+}
+
+impl Classifier for Actinn {
+    /// Every cell, shuffled each epoch with the seed: [`StreamingClassifier::fit_source`] over
+    /// the in-memory rows.
+    fn fit(
+        &mut self,
+        x: &CsrMatrix,
+        y: &[u32],
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        ensure_labels(x.n_rows(), y, n_classes)?;
+        let rows: Vec<usize> = (0..x.n_rows()).collect();
+        let mut source = RowsSource {
+            x,
+            y,
+            rows: &rows,
+            seed: self.params.seed,
+        };
+        self.fit_source(&mut source, n_classes, progress)
     }
 
     fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {

@@ -83,7 +83,25 @@ fn seurat(m: &CsrMatrix, params: &HvgParams) -> Result<HvgResult> {
     for v in expm.data_mut() {
         *v = v.exp_m1();
     }
-    let (mut mean, var) = gene_mean_var(&expm);
+    let (mean, var) = gene_mean_var(&expm);
+    seurat_from_moments(mean, var, params)
+}
+
+/// The `seurat` selection from per-gene moments of `expm1(x)` (`x` log-normalised): `mean` and
+/// unbiased `var` (ddof 1) over the cells. What [`highly_variable_genes`] computes in memory,
+/// for moments gathered in one streaming pass ([`crate::stream::GeneMoments`]).
+pub fn seurat_from_moments(
+    mut mean: Vec<f64>,
+    var: Vec<f64>,
+    params: &HvgParams,
+) -> Result<HvgResult> {
+    ensure(params.n_top_genes > 0, "n_top_genes", || {
+        "must be at least 1".into()
+    })?;
+    ensure(params.n_bins > 0, "n_bins", || "must be at least 1".into())?;
+    ensure(mean.len() == var.len(), "moments", || {
+        format!("{} means for {} variances", mean.len(), var.len())
+    })?;
     let g = mean.len();
     let mut disp = vec![f64::NAN; g];
     for j in 0..g {

@@ -12,9 +12,13 @@
 //! - splits and label encoding ([`split`]); supervised gene selection by the ANOVA F-statistic
 //!   ([`select`]);
 //! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
-//!   checkpoints).
+//!   checkpoints);
+//! - streaming ([`stream`]): the sparse recipe fitted in one pass over a Parquet dataset,
+//!   replayed batch by batch, and a shuffle-buffer [`stream::ParquetBatchSource`] for training
+//!   on more cells than fit in memory.
 //!
-//! It works on `cellident-io` data types in memory and never touches the filesystem.
+//! It works on `cellident-io` data types; it reads files only through cellident-io's Parquet
+//! reader (streaming) and never writes any.
 
 pub mod hvg;
 pub mod kmeans;
@@ -29,6 +33,7 @@ pub mod qc;
 pub mod scale;
 pub mod select;
 pub mod split;
+pub mod stream;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
 pub use kmeans::{KMeansParams, KMeansResult, kmeans, kmeans_from};
@@ -36,7 +41,7 @@ pub use leiden::{LeidenParams, LeidenResult, leiden, modularity};
 pub use neighbors::{NeighborsParams, WeightedGraph, neighbors};
 pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_total};
 pub use pca::{Pca, PcaParams};
-pub use pipeline::{Pipeline, Step};
+pub use pipeline::{Pipeline, PipelineParams, Prepared, Step};
 pub use scale::Scaler;
 pub use select::{anova_f, top_genes_by_anova_f};
 pub use split::{

@@ -2,7 +2,7 @@
 //! replayed exactly on query data (same genes, same normalisation, same scaling statistics,
 //! same PCA loadings).
 
-use cellident_io::ExpressionDataset;
+use cellident_io::{CsrMatrix, ExpressionDataset};
 use cellident_tensor::DenseMatrix;
 use serde::{Deserialize, Serialize};
 
@@ -34,15 +34,21 @@ impl PipelineParams {
     /// `n_top_genes` most variable ones (`seurat` flavour) — unless the values have negatives
     /// (e.g. already scaled), where logging and HVG selection would be meaningless.
     pub fn log_hvg(d: &ExpressionDataset, n_top_genes: usize) -> Self {
-        let is_counts = crate::looks_like_counts(d.matrix());
-        let logged = crate::looks_log_transformed(d.matrix());
+        Self::log_hvg_for(d.matrix(), n_top_genes)
+    }
+
+    /// [`Self::log_hvg`] decided on the values of `m` (`[cells, genes]`: all cells, or for a
+    /// streamed file a sample of its first cells).
+    pub fn log_hvg_for(m: &CsrMatrix, n_top_genes: usize) -> Self {
+        let is_counts = crate::looks_like_counts(m);
+        let logged = crate::looks_log_transformed(m);
         // FPKM/TPM: left unlogged they kept every gene (47,192 on hsmm_single_cell), which
         // put a G x G transformer (CICL) out of memory and left HVG selection off.
-        let unlogged = !is_counts && !logged && d.matrix().data().iter().all(|&v| v >= 0.0);
+        let unlogged = !is_counts && !logged && m.data().iter().all(|&v| v >= 0.0);
         PipelineParams {
             normalize_total: is_counts.then_some(1e4),
             log1p: is_counts || unlogged,
-            hvg: (d.n_genes() > n_top_genes && (is_counts || logged || unlogged)).then_some(
+            hvg: (m.n_cols() > n_top_genes && (is_counts || logged || unlogged)).then_some(
                 HvgParams {
                     n_top_genes,
                     ..Default::default()

@@ -32,6 +32,10 @@ pub enum TensorError {
     /// An error from cellident-io.
     #[error(transparent)]
     Io(#[from] cellident_io::IoError),
+    /// A [`crate::BatchSource`] outside this crate failed (reading or preprocessing a
+    /// streamed file); the message names the file and the cells.
+    #[error("{0}")]
+    Source(String),
 }
 
 /// Result alias of cellident-tensor.

@@ -133,6 +133,84 @@ pub fn fit_classifier(
     fit_classifier_on_rows(name, net, x, y, &train, &val, params, device, progress)
 }
 
+/// Training cells delivered one mini-batch at a time: rows of an in-memory matrix
+/// ([`RowsSource`]), or a file streamed through a shuffle buffer (cellident-preprocess's
+/// Parquet source), so that memory is bounded by a batch and the model, not the dataset.
+pub trait BatchSource {
+    /// Input width (genes).
+    fn n_genes(&self) -> usize;
+    /// Training cells per epoch.
+    fn n_cells(&self) -> usize;
+    /// Calls `visit(x, y)` for every mini-batch of epoch `epoch`, in an order that depends only
+    /// on the source's seed and `epoch`: `x` `[batch, genes]` f32 and `y` `[batch]` u32 class
+    /// indices on `device`. Every training cell is visited once per epoch.
+    fn for_each_batch(
+        &mut self,
+        epoch: usize,
+        batch_size: usize,
+        device: &Device,
+        visit: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<()>;
+    /// Mean input of each gene over the training cells (`[genes]`), accumulated in f64.
+    fn column_means(&mut self) -> Result<Vec<f32>>;
+}
+
+/// The rows `rows` of an in-memory matrix, shuffled each epoch by [`epoch_order`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowsSource<'a> {
+    pub x: &'a CsrMatrix,
+    pub y: &'a [u32],
+    pub rows: &'a [usize],
+    pub seed: u64,
+}
+
+impl BatchSource for RowsSource<'_> {
+    fn n_genes(&self) -> usize {
+        self.x.n_cols()
+    }
+    fn n_cells(&self) -> usize {
+        self.rows.len()
+    }
+    fn for_each_batch(
+        &mut self,
+        epoch: usize,
+        batch_size: usize,
+        device: &Device,
+        visit: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let order: Vec<usize> = epoch_order(self.rows.len(), self.seed, epoch)
+            .into_iter()
+            .map(|i| self.rows[i])
+            .collect();
+        for rows in batches(&order, batch_size, false) {
+            visit(
+                &dense_rows(self.x, rows, device)?,
+                &label_rows(self.y, rows, device)?,
+            )?;
+        }
+        Ok(())
+    }
+    fn column_means(&mut self) -> Result<Vec<f32>> {
+        let mut sums = vec![0f64; self.x.n_cols()];
+        for &r in self.rows {
+            let (idx, val) = self.x.row(r);
+            for (&j, &v) in idx.iter().zip(val) {
+                sums[j as usize] += v as f64;
+            }
+        }
+        let n = self.rows.len().max(1) as f64;
+        Ok(sums.into_iter().map(|s| (s / n) as f32).collect())
+    }
+}
+
+/// Held-out cells whose mean loss decides early stopping.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation<'a> {
+    pub x: &'a CsrMatrix,
+    pub y: &'a [u32],
+    pub rows: &'a [usize],
+}
+
 /// [`fit_classifier`] with the training and validation rows given (`val` empty: no early
 /// stopping); `params.validation_fraction` is ignored.
 #[allow(clippy::too_many_arguments)]
@@ -157,6 +235,32 @@ pub fn fit_classifier_on_rows(
         "rows",
         || format!("a row index is not below the {} cells", y.len()),
     )?;
+    let mut source = RowsSource {
+        x,
+        y,
+        rows: train,
+        seed: params.seed,
+    };
+    let validation = (!val.is_empty()).then_some(Validation { x, y, rows: val });
+    fit_classifier_source(name, net, &mut source, validation, params, device, progress)
+}
+
+/// The training loop over any [`BatchSource`]: per epoch the scheduled learning rate, one Adam
+/// step per batch (divergence stops it with an error), then the validation loss and early
+/// stopping (restoring the best weights) when `validation` is given.
+pub fn fit_classifier_source(
+    name: &str,
+    net: &dyn LogitNetwork,
+    source: &mut dyn BatchSource,
+    validation: Option<Validation<'_>>,
+    params: &FitParams,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainReport> {
+    params.check()?;
+    ensure_param(source.n_cells() > 0, "labels", || {
+        "no training cells".into()
+    })?;
     let started = Instant::now();
     let vars = net.vars();
     let mut opt = Adam::new(vars.clone(), params.optimizer)?;
@@ -166,13 +270,12 @@ pub fn fit_classifier_on_rows(
         })?;
         opt.set_lr_scale(&var, scale);
     }
-    let mut stopper = if val.is_empty() {
-        None
-    } else {
-        Some(EarlyStopping::new(params.patience.max(1), 0.0)?)
+    let mut stopper = match validation {
+        Some(_) => Some(EarlyStopping::new(params.patience.max(1), 0.0)?),
+        None => None,
     };
     let mut best: Option<Vec<Tensor>> = None;
-    let n_batches = train.len().div_ceil(params.batch_size);
+    let n_batches = source.n_cells().div_ceil(params.batch_size);
     progress.event(&TrainEvent::Start {
         model: name.to_string(),
         epochs: params.epochs,
@@ -182,30 +285,26 @@ pub fn fit_classifier_on_rows(
     for epoch in 0..params.epochs {
         let lr = params.schedule.lr_at(params.optimizer.lr, epoch);
         opt.set_learning_rate(lr);
-        let order: Vec<usize> = epoch_order(train.len(), params.seed, epoch)
-            .into_iter()
-            .map(|i| train[i])
-            .collect();
-        let (mut sum, mut seen) = (0f64, 0usize);
-        for (b, rows) in batches(&order, params.batch_size, false).enumerate() {
-            let xb = dense_rows(x, rows, device)?;
-            let yb = label_rows(y, rows, device)?;
-            let loss = crate::nn::cross_entropy(&net.logits(&xb, true)?, &yb)?;
+        let (mut sum, mut seen, mut b) = (0f64, 0usize, 0usize);
+        source.for_each_batch(epoch, params.batch_size, device, &mut |xb, yb| {
+            let loss = crate::nn::cross_entropy(&net.logits(xb, true)?, yb)?;
             let value = loss.to_scalar::<f32>()?;
             check_loss(value, epoch, b)?;
             opt.backward_step(&loss)?;
-            sum += value as f64 * rows.len() as f64;
-            seen += rows.len();
+            let rows = yb.dims1()?;
+            sum += value as f64 * rows as f64;
+            seen += rows;
             progress.event(&TrainEvent::Batch {
                 epoch,
                 batch: b,
                 loss: value,
             });
-        }
-        let val_loss = if val.is_empty() {
-            None
-        } else {
-            Some(mean_loss(net, x, y, val, device)?)
+            b += 1;
+            Ok(())
+        })?;
+        let val_loss = match validation {
+            None => None,
+            Some(v) => Some(mean_loss(net, v.x, v.y, v.rows, device)?),
         };
         let record = EpochRecord {
             epoch,

@@ -37,8 +37,8 @@ pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_gene_count, ensure_labels, ensure_param};
 pub use feedforward::{Activation, FeedForward, FeedForwardLayer, FeedForwardNet, mean_logits};
 pub use fit::{
-    FitParams, LogitNetwork, fit_classifier, fit_classifier_on_rows, predict_proba,
-    stratified_holdout,
+    BatchSource, FitParams, LogitNetwork, RowsSource, Validation, fit_classifier,
+    fit_classifier_on_rows, fit_classifier_source, predict_proba, stratified_holdout,
 };
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
@@ -47,4 +47,5 @@ pub use train::{
 };
 pub use traits::{
     CheckParams, Classifier, Clusterer, DenseMatrix, DifferentiableClassifier, Embedder,
+    StreamingClassifier,
 };

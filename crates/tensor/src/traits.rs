@@ -98,6 +98,19 @@ pub trait Classifier {
     }
 }
 
+/// A classifier that also trains from a [`crate::BatchSource`]: cells streamed from disk in
+/// mini-batches (N-ACT, ACTINN), so training memory is bounded by the source's buffer and the
+/// model. Streaming has no validation hold-out.
+pub trait StreamingClassifier: Classifier {
+    /// Trains on every cell `source` delivers; `n_classes` classes.
+    fn fit_source(
+        &mut self,
+        source: &mut dyn crate::BatchSource,
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport>;
+}
+
 /// An unsupervised clustering method (CICL, k-means, Leiden).
 pub trait Clusterer {
     /// Assigns each cell of `x` to one of `n_clusters` clusters.

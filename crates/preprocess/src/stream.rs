@@ -1,0 +1,456 @@
+//! Preprocessing and training batches streamed from a Parquet dataset, for data that do not fit
+//! in memory: the recipe's global statistics (HVG moments) are gathered in one pass over the
+//! row groups, the fitted steps are replayed batch by batch ([`BatchTransform`]), and
+//! [`ParquetBatchSource`] feeds a model's training loop through a seeded shuffle buffer of row
+//! groups. Memory is bounded by the buffer, never by the number of cells.
+//!
+//! Streaming covers the sparse recipes every classifier starts from (normalize_total, log1p,
+//! `seurat` HVG); scaling and PCA need the data in memory ([`crate::Pipeline::fit`]).
+
+use cellident_io::{CsrMatrix, ParquetDataset, align_genes};
+use cellident_tensor::candle_core::{Device, Tensor};
+use cellident_tensor::{BatchSource, TensorError};
+
+use crate::hvg::{HvgFlavor, seurat_from_moments};
+use crate::pipeline::{Pipeline, PipelineParams, Step};
+use crate::split::LabelEncoder;
+use crate::{PreprocessError, Result};
+
+/// Row groups are read this many cells at a time by the statistics pass.
+const PASS_BATCH: usize = 8192;
+
+/// Per-gene mean and sum of squared deviations over cells, merged batch by batch (Chan et
+/// al.'s pairwise update), in f64; implicit zeros count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneMoments {
+    n: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl GeneMoments {
+    /// No cells yet, `n_genes` genes.
+    pub fn new(n_genes: usize) -> Self {
+        GeneMoments {
+            n: 0,
+            mean: vec![0.0; n_genes],
+            m2: vec![0.0; n_genes],
+        }
+    }
+
+    /// Cells seen.
+    pub fn n_cells(&self) -> usize {
+        self.n
+    }
+
+    /// Adds the cells of `m` (`[cells, genes]`), each stored value mapped through `f` first
+    /// (`f(0)` must be 0: implicit zeros are not mapped).
+    pub fn add(&mut self, m: &CsrMatrix, f: impl Fn(f32) -> f64) {
+        let nb = m.n_rows();
+        if nb == 0 {
+            return;
+        }
+        let g = self.mean.len();
+        let (mut sum, mut nnz) = (vec![0f64; g], vec![0usize; g]);
+        for (&c, &v) in m.indices().iter().zip(m.data()) {
+            sum[c as usize] += f(v);
+            nnz[c as usize] += 1;
+        }
+        let nbf = nb as f64;
+        let mean_b: Vec<f64> = sum.iter().map(|s| s / nbf).collect();
+        let mut ss = vec![0f64; g];
+        for (&c, &v) in m.indices().iter().zip(m.data()) {
+            let d = f(v) - mean_b[c as usize];
+            ss[c as usize] += d * d;
+        }
+        let (na, n) = (self.n as f64, (self.n + nb) as f64);
+        for j in 0..g {
+            let m2_b = ss[j] + (nb - nnz[j]) as f64 * mean_b[j] * mean_b[j];
+            let delta = mean_b[j] - self.mean[j];
+            self.mean[j] += delta * nbf / n;
+            self.m2[j] += m2_b + delta * delta * na * nbf / n;
+        }
+        self.n += nb;
+    }
+
+    /// Per-gene mean and unbiased variance (ddof 1), as [`crate::gene_mean_var`].
+    pub fn mean_var(&self) -> (Vec<f64>, Vec<f64>) {
+        let var = self
+            .m2
+            .iter()
+            .map(|&s| {
+                if self.n > 1 {
+                    s / (self.n - 1) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (self.mean.clone(), var)
+    }
+}
+
+/// The recipe of [`PipelineParams::log_hvg`], decided on the first cells of a streamed file
+/// (its first row groups, up to 10,000 cells).
+pub fn log_hvg_streaming(dataset: &ParquetDataset, n_top_genes: usize) -> Result<PipelineParams> {
+    let mut parts = Vec::new();
+    let mut cells = 0;
+    for g in 0..dataset.n_row_groups() {
+        if cells >= 10_000 {
+            break;
+        }
+        let b = dataset.read_row_group(g)?;
+        cells += b.matrix.n_rows();
+        parts.push(b.matrix);
+    }
+    if cells == 0 {
+        return Err(PreprocessError::Data(format!(
+            "{} holds no cells",
+            dataset.path().display()
+        )));
+    }
+    Ok(PipelineParams::log_hvg_for(
+        &CsrMatrix::vstack(&parts)?,
+        n_top_genes,
+    ))
+}
+
+/// Fits a sparse recipe (normalize_total, log1p, `seurat` HVG) on every cell of `dataset` in
+/// one pass; the result equals [`Pipeline::fit`] on the same cells read into memory (the HVG
+/// moments agree to rounding). Scaling, PCA and `seurat_v3` are refused: they need the data
+/// in memory. Values that contradict the recipe (negative or non-integer values where counts
+/// are normalised) are reported with the file and the cells.
+pub fn fit_pipeline_streaming(dataset: &ParquetDataset, p: &PipelineParams) -> Result<Pipeline> {
+    if p.scale.is_some() || p.pca.is_some() {
+        return Err(PreprocessError::InvalidParam {
+            name: "recipe",
+            message: "streamed preprocessing covers normalize_total, log1p and HVG selection; \
+                      scaling and PCA need the data in memory"
+                .into(),
+        });
+    }
+    if let Some(h) = &p.hvg
+        && h.flavor != HvgFlavor::Seurat
+    {
+        return Err(PreprocessError::InvalidParam {
+            name: "hvg",
+            message: "streamed HVG selection uses the seurat flavour (seurat_v3 needs the \
+                      counts in memory)"
+                .into(),
+        });
+    }
+    let mut steps = Vec::new();
+    if let Some(t) = p.normalize_total {
+        crate::ensure(t > 0.0 && t.is_finite(), "target_sum", || {
+            format!("must be > 0, got {t}")
+        })?;
+        steps.push(Step::NormalizeTotal { target_sum: t });
+    }
+    if p.log1p {
+        steps.push(Step::Log1p);
+    }
+    let Some(hvg) = &p.hvg else {
+        return Ok(Pipeline { steps });
+    };
+    let transform = BatchTransform::new(
+        &Pipeline {
+            steps: steps.clone(),
+        },
+        dataset.gene_ids(),
+        1.0,
+    )?;
+    let mut moments = GeneMoments::new(dataset.n_genes());
+    for batch in dataset.batches(PASS_BATCH, true)? {
+        let b = batch?;
+        let range = b.first_cell..b.first_cell + b.cell_ids.len();
+        let x = transform.apply(b.matrix).map_err(|e| {
+            PreprocessError::Data(format!(
+                "{}, cells {}..{}: {e}",
+                dataset.path().display(),
+                range.start,
+                range.end
+            ))
+        })?;
+        // The seurat dispersion is that of expm1 of the logged values, as in memory.
+        moments.add(&x, |v| v.exp_m1() as f64);
+    }
+    if moments.n_cells() < 2 {
+        return Err(PreprocessError::Data(
+            "highly variable genes need at least 2 cells".into(),
+        ));
+    }
+    let (mean, var) = moments.mean_var();
+    let r = seurat_from_moments(mean, var, hvg)?;
+    steps.push(Step::SelectGenes {
+        genes: r
+            .selected
+            .iter()
+            .map(|&j| dataset.gene_ids()[j].clone())
+            .collect(),
+    });
+    Ok(Pipeline { steps })
+}
+
+/// A fitted sparse pipeline compiled for batches of one gene layout: each batch of cells
+/// (`[cells, source genes]`) is normalised, logged and aligned to the selected genes exactly as
+/// [`Pipeline::apply`] does for a whole dataset.
+#[derive(Debug, Clone)]
+pub struct BatchTransform {
+    target_sum: Option<f64>,
+    log1p: bool,
+    /// Source column of each output gene (`None`: absent, zeros); `None` keeps every gene.
+    columns: Option<Vec<Option<usize>>>,
+    n_genes_out: usize,
+}
+
+impl BatchTransform {
+    /// Compiles `pipeline` for data whose genes are `source_genes`; fewer than `min_overlap`
+    /// of the pipeline's selected genes present is an error naming missing genes.
+    pub fn new(pipeline: &Pipeline, source_genes: &[String], min_overlap: f64) -> Result<Self> {
+        let mut t = BatchTransform {
+            target_sum: None,
+            log1p: false,
+            columns: None,
+            n_genes_out: source_genes.len(),
+        };
+        for step in &pipeline.steps {
+            match step {
+                Step::NormalizeTotal { target_sum } if t.columns.is_none() && !t.log1p => {
+                    t.target_sum = Some(*target_sum)
+                }
+                Step::Log1p if t.columns.is_none() && !t.log1p => t.log1p = true,
+                Step::SelectGenes { genes } if t.columns.is_none() => {
+                    let a = align_genes(genes, source_genes, min_overlap)?;
+                    t.n_genes_out = genes.len();
+                    t.columns = Some(a.columns);
+                }
+                other => {
+                    return Err(PreprocessError::InvalidParam {
+                        name: "pipeline",
+                        message: format!(
+                            "the step {} cannot be replayed batch by batch (streaming covers \
+                             normalize_total, log1p and gene selection, in that order)",
+                            step_name(other)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Genes of the output.
+    pub fn n_genes_out(&self) -> usize {
+        self.n_genes_out
+    }
+
+    /// Transforms one batch `[cells, source genes]` into `[cells, output genes]`.
+    pub fn apply(&self, mut m: CsrMatrix) -> Result<CsrMatrix> {
+        if let Some(target) = self.target_sum {
+            if let Some(v) = m.data().iter().find(|v| **v < 0.0 || !v.is_finite()) {
+                return Err(PreprocessError::Data(format!(
+                    "normalize_total needs non-negative counts, found {v}"
+                )));
+            }
+            let indptr = m.indptr().to_vec();
+            let data = m.data_mut();
+            for w in indptr.windows(2) {
+                let row = &mut data[w[0]..w[1]];
+                let total: f64 = row.iter().map(|&v| v as f64).sum();
+                if total > 0.0 {
+                    let factor = target / total;
+                    for v in row {
+                        *v = (*v as f64 * factor) as f32;
+                    }
+                }
+            }
+        }
+        if self.log1p {
+            if let Some(v) = m.data().iter().find(|v| **v <= -1.0) {
+                return Err(PreprocessError::Data(format!(
+                    "log1p needs values > -1, found {v}"
+                )));
+            }
+            for v in m.data_mut() {
+                *v = v.ln_1p();
+            }
+        }
+        Ok(match &self.columns {
+            Some(columns) => m.select_columns(columns),
+            None => m,
+        })
+    }
+}
+
+fn step_name(s: &Step) -> &'static str {
+    match s {
+        Step::NormalizeTotal { .. } => "normalize_total",
+        Step::Log1p => "log1p",
+        Step::SelectGenes { .. } => "gene selection",
+        Step::Scale(_) => "scale",
+        Step::Pca(_) => "PCA",
+    }
+}
+
+/// Training cells streamed from a Parquet dataset: each epoch visits the row groups in a
+/// seeded random order, fills a shuffle buffer of about `buffer_cells` cells, shuffles the
+/// cells inside it and cuts it into mini-batches (cells left over join the next buffer).
+/// Cells without a label are skipped. Memory: one buffer of preprocessed sparse cells plus
+/// one dense batch.
+#[derive(Debug)]
+pub struct ParquetBatchSource {
+    dataset: ParquetDataset,
+    transform: BatchTransform,
+    /// Class index of each cell of the file (`None`: unlabelled, skipped).
+    labels: Vec<Option<u32>>,
+    classes: LabelEncoder,
+    n_labelled: usize,
+    buffer_cells: usize,
+    seed: u64,
+}
+
+impl ParquetBatchSource {
+    /// Reads the labels (column `label_column`, obs only) and prepares the transform.
+    pub fn new(
+        dataset: ParquetDataset,
+        transform: BatchTransform,
+        label_column: &str,
+        buffer_cells: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        crate::ensure(buffer_cells > 0, "buffer_cells", || {
+            "must be at least 1".into()
+        })?;
+        let mut names = Vec::with_capacity(dataset.n_cells());
+        for batch in dataset.batches(65_536, false)? {
+            let b = batch?;
+            names.extend(b.obs.labels(label_column).map_err(|e| {
+                PreprocessError::Data(format!("{}: {e}", dataset.path().display()))
+            })?);
+        }
+        let classes = LabelEncoder::fit(&names)?;
+        let labels = classes.transform(&names);
+        let n_labelled = labels.iter().flatten().count();
+        Ok(ParquetBatchSource {
+            dataset,
+            transform,
+            labels,
+            classes,
+            n_labelled,
+            buffer_cells,
+            seed,
+        })
+    }
+
+    /// The classes, in the order of the class indices.
+    pub fn classes(&self) -> &LabelEncoder {
+        &self.classes
+    }
+
+    /// The streamed file.
+    pub fn dataset(&self) -> &ParquetDataset {
+        &self.dataset
+    }
+
+    /// Row group `g` preprocessed, restricted to its labelled cells, with their labels.
+    fn group(&self, g: usize) -> std::result::Result<(CsrMatrix, Vec<u32>), TensorError> {
+        let b = self.dataset.read_row_group(g)?;
+        let x = self
+            .transform
+            .apply(b.matrix)
+            .map_err(|e| source_error(&self.dataset, b.first_cell, b.cell_ids.len(), e))?;
+        let labels = &self.labels[b.first_cell..b.first_cell + x.n_rows()];
+        let rows: Vec<usize> = (0..x.n_rows()).filter(|&i| labels[i].is_some()).collect();
+        let y = rows.iter().filter_map(|&i| labels[i]).collect();
+        let x = if rows.len() == x.n_rows() {
+            x
+        } else {
+            x.select_rows(&rows)
+        };
+        Ok((x, y))
+    }
+}
+
+fn source_error(d: &ParquetDataset, first: usize, n: usize, e: PreprocessError) -> TensorError {
+    TensorError::Source(format!(
+        "{}, cells {first}..{}: {e}",
+        d.path().display(),
+        first + n
+    ))
+}
+
+impl BatchSource for ParquetBatchSource {
+    fn n_genes(&self) -> usize {
+        self.transform.n_genes_out()
+    }
+
+    fn n_cells(&self) -> usize {
+        self.n_labelled
+    }
+
+    fn for_each_batch(
+        &mut self,
+        epoch: usize,
+        batch_size: usize,
+        device: &Device,
+        visit: &mut dyn FnMut(&Tensor, &Tensor) -> cellident_tensor::Result<()>,
+    ) -> cellident_tensor::Result<()> {
+        use rand::seq::SliceRandom;
+        let batch_size = batch_size.max(1);
+        let mut rng = cellident_tensor::batch::rng_for(self.seed, 0x5EED_0000 + epoch as u64);
+        let mut groups: Vec<usize> = (0..self.dataset.n_row_groups()).collect();
+        groups.shuffle(&mut rng);
+        let genes = self.n_genes();
+        let mut carry: (Vec<CsrMatrix>, Vec<u32>) = (Vec::new(), Vec::new());
+        let mut next = 0;
+        // At least one batch per buffer: the carried cells (fewer than a batch) never fill it
+        // alone, so every round reads a row group or ends the epoch.
+        let target = self.buffer_cells.max(batch_size);
+        while next < groups.len() || !carry.1.is_empty() {
+            let (mut parts, mut y) = std::mem::take(&mut carry);
+            while y.len() < target && next < groups.len() {
+                let (x, yg) = self.group(groups[next])?;
+                next += 1;
+                parts.push(x);
+                y.extend(yg);
+            }
+            let x = if parts.is_empty() {
+                CsrMatrix::zeros(0, genes)
+            } else {
+                CsrMatrix::vstack(&parts)?
+            };
+            let mut order: Vec<usize> = (0..y.len()).collect();
+            order.shuffle(&mut rng);
+            let last = next >= groups.len();
+            let mut chunks = order.chunks(batch_size).peekable();
+            while let Some(rows) = chunks.next() {
+                if rows.len() < batch_size && !last && chunks.peek().is_none() {
+                    // A partial batch waits for the next buffer.
+                    carry = (
+                        vec![x.select_rows(rows)],
+                        rows.iter().map(|&r| y[r]).collect(),
+                    );
+                    break;
+                }
+                let xb = cellident_tensor::batch::dense_rows(&x, rows, device)?;
+                let yb = cellident_tensor::batch::label_rows(&y, rows, device)?;
+                visit(&xb, &yb)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn column_means(&mut self) -> cellident_tensor::Result<Vec<f32>> {
+        let mut sums = vec![0f64; self.n_genes()];
+        let mut n = 0usize;
+        for g in 0..self.dataset.n_row_groups() {
+            let (x, y) = self.group(g)?;
+            for (&j, &v) in x.indices().iter().zip(x.data()) {
+                sums[j as usize] += v as f64;
+            }
+            n += y.len();
+        }
+        let n = n.max(1) as f64;
+        Ok(sums.into_iter().map(|s| (s / n) as f32).collect())
+    }
+}

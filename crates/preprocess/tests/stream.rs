@@ -1,0 +1,158 @@
+//! Streaming preprocessing and the shuffle-buffer training source against the in-memory path,
+//! on the baron_mouse fixture (598 real pancreas cells, 4,000 genes, integer counts) written to
+//! Parquet in row groups of 64 cells. Expected values are the in-memory results themselves
+//! (Pipeline::fit / Pipeline::apply, tested against scanpy in scanpy.rs).
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cellident_io::{
+    CsrMatrix, ExpressionDataset, ParquetDataset, ParquetWriteOptions, read_mtx_folder,
+    write_parquet,
+};
+use cellident_preprocess::stream::{
+    BatchTransform, GeneMoments, ParquetBatchSource, fit_pipeline_streaming, log_hvg_streaming,
+};
+use cellident_preprocess::*;
+use cellident_tensor::BatchSource;
+use cellident_tensor::candle_core::Device;
+
+fn baron() -> ExpressionDataset {
+    read_mtx_folder(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/baron_mouse"))
+        .unwrap()
+}
+
+fn as_parquet(d: &ExpressionDataset, dir: &Path) -> ParquetDataset {
+    let path = dir.join("baron.parquet");
+    let options = ParquetWriteOptions {
+        cells_per_row_group: 64,
+        ..Default::default()
+    };
+    write_parquet(&path, d, &options).unwrap();
+    ParquetDataset::open(&path).unwrap()
+}
+
+#[test]
+fn streamed_moments_match_the_two_pass_statistics() {
+    let d = baron();
+    let (mean, var) = gene_mean_var(d.matrix());
+    let mut m = GeneMoments::new(d.n_genes());
+    // Uneven batches: 1, 100, 200, the rest.
+    for rows in [0..1, 1..101, 101..301, 301..d.n_cells()] {
+        m.add(&d.matrix().select_rows(&rows.collect::<Vec<_>>()), |v| {
+            v as f64
+        });
+    }
+    let (sm, sv) = m.mean_var();
+    assert_eq!(m.n_cells(), d.n_cells());
+    for j in 0..d.n_genes() {
+        assert!(
+            (sm[j] - mean[j]).abs() <= 1e-12 * (1.0 + mean[j].abs()),
+            "gene {j}"
+        );
+        assert!(
+            (sv[j] - var[j]).abs() <= 1e-9 * (1.0 + var[j].abs()),
+            "gene {j}"
+        );
+    }
+}
+
+#[test]
+fn streamed_recipe_equals_the_in_memory_fit_and_apply() {
+    let d = baron();
+    let dir = tempfile::tempdir().unwrap();
+    let p = as_parquet(&d, dir.path());
+    assert_eq!(p.n_row_groups(), 10);
+    let params = log_hvg_streaming(&p, 1000).unwrap();
+    assert_eq!(params, PipelineParams::log_hvg(&d, 1000));
+    assert_eq!(params.normalize_total, Some(1e4));
+
+    let streamed = fit_pipeline_streaming(&p, &params).unwrap();
+    let (in_memory, prepared) = Pipeline::fit(&d, &params).unwrap();
+    assert_eq!(streamed, in_memory, "same steps and the same 1,000 genes");
+    let Prepared::Sparse(expected) = prepared else {
+        panic!("sparse recipe")
+    };
+
+    // Replayed row group by row group: the in-memory result, value for value.
+    let t = BatchTransform::new(&streamed, p.gene_ids(), 1.0).unwrap();
+    assert_eq!(t.n_genes_out(), 1000);
+    let parts: Vec<CsrMatrix> = (0..p.n_row_groups())
+        .map(|g| t.apply(p.read_row_group(g).unwrap().matrix).unwrap())
+        .collect();
+    assert_eq!(CsrMatrix::vstack(&parts).unwrap(), *expected.matrix());
+
+    // Scaling cannot be streamed; the refusal says so.
+    let scaled = PipelineParams {
+        scale: Some(Some(10.0)),
+        ..params.clone()
+    };
+    let err = fit_pipeline_streaming(&p, &scaled).unwrap_err().to_string();
+    assert!(err.contains("need the data in memory"), "{err}");
+}
+
+#[test]
+fn shuffle_buffer_visits_every_labelled_cell_once_per_epoch() {
+    let d = baron();
+    let dir = tempfile::tempdir().unwrap();
+    let p = as_parquet(&d, dir.path());
+    let params = log_hvg_streaming(&p, 1000).unwrap();
+    let pipeline = fit_pipeline_streaming(&p, &params).unwrap();
+    let t = BatchTransform::new(&pipeline, p.gene_ids(), 1.0).unwrap();
+    // A buffer of 150 cells (3 row groups) and batches of 50: leftovers carry over.
+    let mut source = ParquetBatchSource::new(p, t, "cell_type", 150, 7).unwrap();
+    let labels = d.obs().labels("cell_type").unwrap();
+    let encoder = LabelEncoder::fit(&labels).unwrap();
+    assert_eq!(source.classes(), &encoder);
+    assert_eq!(source.n_cells(), labels.iter().flatten().count());
+
+    let mut expected: BTreeMap<u32, usize> = BTreeMap::new();
+    for c in encoder.transform(&labels).into_iter().flatten() {
+        *expected.entry(c).or_default() += 1;
+    }
+    let n_cells = source.n_cells();
+    let device = Device::Cpu;
+    let mut epoch_batches = |epoch: usize| {
+        let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+        let (mut sizes, mut sums) = (Vec::new(), Vec::new());
+        source
+            .for_each_batch(epoch, 50, &device, &mut |x, y| {
+                for c in y.to_vec1::<u32>()? {
+                    *seen.entry(c).or_default() += 1;
+                }
+                sizes.push(y.dims1()?);
+                sums.push(x.sum_all()?.to_scalar::<f32>()?);
+                Ok(())
+            })
+            .unwrap();
+        (seen, sizes, sums)
+    };
+    let (seen, sizes, sums0) = epoch_batches(0);
+    assert_eq!(seen, expected);
+    // Full batches except the last.
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&s| s == 50),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes.len(), n_cells.div_ceil(50));
+    // Seeded: epoch 0 again is identical, epoch 1 is another order.
+    let (_, _, again) = epoch_batches(0);
+    assert_eq!(sums0, again);
+    let (seen1, _, sums1) = epoch_batches(1);
+    assert_eq!(seen1, expected);
+    assert_ne!(sums0, sums1);
+
+    // Column means over the streamed cells equal the in-memory means of the prepared matrix.
+    let (_, prepared) = Pipeline::fit(&d, &params).unwrap();
+    let Prepared::Sparse(x) = prepared else {
+        panic!("sparse recipe")
+    };
+    let (mean, _) = gene_mean_var(x.matrix());
+    let streamed = source.column_means().unwrap();
+    for j in 0..mean.len() {
+        assert!((streamed[j] as f64 - mean[j]).abs() < 1e-5, "gene {j}");
+    }
+}
