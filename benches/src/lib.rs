@@ -143,6 +143,25 @@ pub fn resampled_label_pairs(fixtures: &Path, n: usize, seed: u64) -> Result<(Ve
 }
 
 /// Peak resident memory of this process so far (`VmHWM`), in bytes; `None` off Linux.
+/// Prints one machine-readable result line (`BENCH {json}`) that `cargo xtask bench` collects
+/// into docs/benchmarks.md: what was measured, on what size, the median seconds of `repeats`
+/// runs, an optional rate (`count` items per second, e.g. cells/s) and the process's peak RSS.
+pub fn emit(benchmark: &str, size: &str, seconds: f64, repeats: usize, count: Option<(f64, &str)>) {
+    let rate = count.map(|(n, unit)| format!("{:.0} {unit}/s", n / seconds));
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "benchmark": benchmark,
+            "size": size,
+            "seconds": seconds,
+            "repeats": repeats,
+            "rate": rate,
+            "peak_rss_mb": peak_rss_bytes().map(|b| b >> 20),
+        })
+    );
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -2,6 +2,7 @@
 //!
 //! - `reproduce`: the benchmark of every method and baseline (default: the fixture suite).
 //! - `fixtures --from ../shared/datasets`: write the small real subsets under `fixtures/`.
+//! - `bench`: the whole-pipeline speed and memory figures, written into docs/benchmarks.md.
 
 /// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
 /// the next step, which doubled training time (docs/benchmarks.md).
@@ -30,6 +31,7 @@ mod allocator {
     }
 }
 
+mod bench;
 mod fixtures;
 mod reproduce;
 
@@ -85,6 +87,20 @@ enum Task {
         #[arg(long)]
         write_baseline: Option<PathBuf>,
     },
+    /// Whole-pipeline speed and memory figures (release build, each workload in its own
+    /// process): in-memory preprocessing at 100k and 1M cells, ARI + NMI at 10M labels, full vs
+    /// mini-batch k-means at 1M cells, and N-ACT
+    /// trained for one epoch and annotating with every cell streamed from a 1M-cell Parquet file.
+    /// Rewrites the generated section of docs/benchmarks.md. Takes about 25 minutes on 2 cores.
+    Bench {
+        /// Smaller sizes (100k streamed cells, preprocessing at 10k and 100k, 1M labels): a
+        /// few minutes, for checking the command itself.
+        #[arg(long)]
+        quick: bool,
+        /// Print the table without touching docs/benchmarks.md.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Write the small real subsets under fixtures/ from the shared datasets.
     Fixtures {
         /// Folder of datasets in the ../shared/datasets layout.
@@ -110,6 +126,24 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Fixtures { from, out } => fixtures::run(&from, &out),
+        Task::Bench { quick, no_write } => {
+            let mut command = String::from("cargo xtask bench");
+            if quick {
+                command.push_str(" --quick");
+            }
+            bench::run(&bench::BenchOptions {
+                stream_cells: if quick { 100_000 } else { 1_000_000 },
+                preprocess_cells: if quick {
+                    vec![10_000, 100_000]
+                } else {
+                    vec![100_000, 1_000_000]
+                },
+                metric_labels: if quick { 1_000_000 } else { 10_000_000 },
+                kmeans_cells: if quick { 100_000 } else { 1_000_000 },
+                doc: (!no_write).then(|| PathBuf::from("docs/benchmarks.md")),
+                command,
+            })
+        }
         Task::Reproduce {
             data_dir,
             suite,

@@ -3,6 +3,8 @@
 //! `bench_pipeline preprocess N_CELLS [REPEATS]`: normalize_total -> log1p -> HVG (seurat 2000)
 //! -> scale -> PCA 50 on resampled real cells; prints each step's median seconds.
 //! `bench_pipeline metrics N_LABELS [REPEATS]`: ARI + NMI on resampled real labelings.
+//! `bench_pipeline kmeans N_CELLS`: full k-means (10 k-means++ starts) vs mini-batch k-means
+//! (batches of 1,024) with k = 8 on the PCA-50 scores of resampled real cells.
 //! `bench_pipeline export-preprocess N_CELLS OUT.mtx.gz`: writes the same resampled input for scanpy.
 
 /// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use cellident_benches::{peak_rss_bytes, resampled_counts, resampled_label_pairs};
+use cellident_benches::{emit, peak_rss_bytes, resampled_counts, resampled_label_pairs};
 use cellident_metrics::Contingency;
 use cellident_preprocess::{
     HvgParams, Pca, PcaParams, Scaler, highly_variable_genes, log1p, normalize_total,
@@ -73,11 +75,19 @@ fn main() -> Result<()> {
                 "pca50",
                 "total",
             ];
+            let total = median(steps[5].clone());
             let parts: Vec<String> = names
                 .iter()
                 .zip(steps)
                 .map(|(n, v)| format!("{n} {:.3} s", median(v)))
                 .collect();
+            emit(
+                "preprocess: normalize_total, log1p, HVG seurat 2000, scale, PCA 50 (in memory)",
+                &format!("{n} cells x 2000 genes"),
+                total,
+                repeats,
+                Some((n as f64, "cells")),
+            );
             println!(
                 "preprocess {n} cells x 2000 genes, median of {repeats}: {}; peak RSS {} MB",
                 parts.join(", "),
@@ -94,12 +104,55 @@ fn main() -> Result<()> {
                 last = (ct.adjusted_rand_index(), ct.normalized_mutual_information());
                 times.push(s.elapsed().as_secs_f64());
             }
+            let secs = median(times);
+            emit(
+                "ARI + NMI (one contingency table)",
+                &format!("{n} labels"),
+                secs,
+                repeats,
+                Some((n as f64, "labels")),
+            );
             println!(
                 "ARI+NMI on {n} labels, median of {repeats}: {:.4} s (ARI {:.6}, NMI {:.6}); peak RSS {} MB",
-                median(times),
+                secs,
                 last.0,
                 last.1,
                 peak_rss_bytes().unwrap_or(0) >> 20
+            );
+        }
+        Some("kmeans") => {
+            use cellident_preprocess::{
+                KMeansParams, MiniBatchKMeansParams, Pipeline, PipelineParams, kmeans,
+                minibatch_kmeans,
+            };
+            let d = resampled_counts(&fixtures.join("pbmc_10x_4k_top2000"), "label", n, 42)?;
+            let (_, x) = Pipeline::fit_dense(&d, &PipelineParams::log_hvg_pca(&d, 50, 0))?;
+            drop(d);
+            let t = Instant::now();
+            let mb = minibatch_kmeans(&x, &MiniBatchKMeansParams::new(8, 0))?;
+            let mb_s = t.elapsed().as_secs_f64();
+            emit(
+                "mini-batch k-means, k = 8, batches of 1,024 (PCA-50 scores; RSS includes the PCA)",
+                &format!("{n} cells"),
+                mb_s,
+                1,
+                Some((n as f64, "cells")),
+            );
+            let t = Instant::now();
+            let full = kmeans(&x, &KMeansParams::new(8, 0))?;
+            let full_s = t.elapsed().as_secs_f64();
+            emit(
+                "full k-means (Lloyd), k = 8, 10 k-means++ starts (same input)",
+                &format!("{n} cells"),
+                full_s,
+                1,
+                Some((n as f64, "cells")),
+            );
+            let agree = Contingency::new(&mb.labels, &full.labels)?.adjusted_rand_index();
+            println!(
+                "k-means on {n} cells: mini-batch {mb_s:.2} s ({} steps, inertia {:.4e}), full \
+                 {full_s:.2} s (inertia {:.4e}); ARI between them {agree:.3}",
+                mb.iterations, mb.inertia, full.inertia
             );
         }
         Some("export-preprocess") => {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use cellident_benches::{peak_rss_bytes, write_resampled_counts};
+use cellident_benches::{emit, peak_rss_bytes, write_resampled_counts};
 use cellident_io::ParquetDataset;
 
 fn main() -> Result<()> {
@@ -28,6 +28,13 @@ fn main() -> Result<()> {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pbmc_10x_4k_top2000");
             let t = Instant::now();
             write_resampled_counts(&source, "label", n, &PathBuf::from(&args[2]), 42)?;
+            emit(
+                "write a resampled Parquet dataset (streaming writer)",
+                &format!("{n} cells x 2000 genes"),
+                t.elapsed().as_secs_f64(),
+                1,
+                Some((n as f64, "cells")),
+            );
             println!(
                 "wrote {n} cells in {:.1} s, peak RSS {} MB",
                 t.elapsed().as_secs_f64(),
@@ -46,6 +53,13 @@ fn main() -> Result<()> {
                 sum += b.matrix.sum();
             }
             let secs = t.elapsed().as_secs_f64();
+            emit(
+                &format!("stream a Parquet dataset in batches of {batch}"),
+                &format!("{cells} cells x {} genes", p.n_genes()),
+                secs,
+                1,
+                Some((cells as f64, "cells")),
+            );
             println!(
                 "streamed {cells} cells x {} genes ({nnz} non-zeros, value sum {sum}) in batches of {batch}: {secs:.2} s, {:.0} cells/s, peak RSS {} MB",
                 p.n_genes(),
@@ -111,6 +125,16 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
     let t = Instant::now();
     let report = model.fit_source(&mut source, classes.classes.len(), &mut Every200(t))?;
     let train_s = t.elapsed().as_secs_f64();
+    emit(
+        &format!(
+            "N-ACT training, {epochs} epoch(s) streamed through the shuffle buffer (G = {})",
+            source.n_genes()
+        ),
+        &format!("{} cells", source.n_cells()),
+        train_s,
+        1,
+        Some(((source.n_cells() * epochs) as f64, "cells")),
+    );
     println!(
         "trained N-ACT (G = {}, {} classes) for {epochs} epoch(s) over {} cells in {train_s:.1} s \
          ({:.0} cells/s incl. the column-mean pass); final loss {:.4}; peak RSS so far {} MB",
@@ -133,6 +157,13 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
         seen += predicted.len();
     }
     let predict_s = t.elapsed().as_secs_f64();
+    emit(
+        "N-ACT annotation, streamed in batches of 4,096 (peak RSS: training and annotation)",
+        &format!("{seen} cells"),
+        predict_s,
+        1,
+        Some((seen as f64, "cells")),
+    );
     println!(
         "annotated {seen} streamed cells in {predict_s:.1} s ({:.0} cells/s); training-cell \
          accuracy {:.3}; peak RSS {} MB",

@@ -437,6 +437,22 @@ fn cluster_with_leiden_kmeans_and_cicl() {
         &"11",
     ]));
     assert!(pollen_ari(&km) > 0.85);
+    // Mini-batch k-means (batches of 1,024 > 249 cells: each step sees a resample of all cells).
+    let mb = dir.path().join("minibatch.csv");
+    ok(&cellident(&[
+        &"cluster",
+        &input,
+        &"-o",
+        &mb,
+        &"--method",
+        &"kmeans",
+        &"--k",
+        &"11",
+        &"--minibatch",
+    ]));
+    let mb_ari = pollen_ari(&mb);
+    eprintln!("pollen mini-batch k-means ARI {mb_ari:.3}");
+    assert!(mb_ari > 0.8, "{mb_ari} (measured 0.893)");
 
     let cicl = dir.path().join("cicl.csv");
     let emb = dir.path().join("embedding.parquet");

@@ -246,6 +246,166 @@ fn lloyd(
     }
 }
 
+/// Parameters of [`minibatch_kmeans`] (scikit-learn's `MiniBatchKMeans` defaults where it has
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MiniBatchKMeansParams {
+    pub k: usize,
+    /// Points per update step (scikit-learn: 1,024).
+    pub batch_size: usize,
+    /// Passes over the data at most (scikit-learn's `max_iter`, 100); early stopping usually
+    /// ends far sooner.
+    pub max_epochs: usize,
+    /// Stop after this many steps without a new minimum of the smoothed batch inertia
+    /// (scikit-learn's `max_no_improvement`, 10).
+    pub max_no_improvement: usize,
+    /// k-means++ starts, each on its own random sample of `3 * batch_size` points; the lowest
+    /// inertia on that sample wins (scikit-learn: 3).
+    pub n_init: usize,
+    pub seed: u64,
+}
+
+impl MiniBatchKMeansParams {
+    /// `k` clusters, scikit-learn's defaults otherwise.
+    pub fn new(k: usize, seed: u64) -> Self {
+        MiniBatchKMeansParams {
+            k,
+            batch_size: 1024,
+            max_epochs: 100,
+            max_no_improvement: 10,
+            n_init: 3,
+            seed,
+        }
+    }
+}
+
+/// Mini-batch k-means (Sculley 2010, as scikit-learn's `MiniBatchKMeans` without the
+/// reassignment of near-empty centres): each step assigns a random batch to its nearest centres
+/// and moves every centre to the running mean of all points it has received. Memory and time per
+/// step are those of one batch, which is what clustering a million cells needs; the final labels
+/// come from one full assignment pass. Rows of `x` are `[n, dim]`.
+pub fn minibatch_kmeans(x: &DenseMatrix, p: &MiniBatchKMeansParams) -> Result<KMeansResult> {
+    let (n, dim) = (x.n_rows, x.n_cols);
+    ensure(p.k >= 1 && p.k <= n, "k", || {
+        format!(
+            "must be between 1 and the number of points ({n}), got {}",
+            p.k
+        )
+    })?;
+    ensure(p.batch_size >= 1, "batch_size", || {
+        "must be at least 1".into()
+    })?;
+    ensure(p.n_init >= 1 && p.max_epochs >= 1, "n_init", || {
+        "n_init and max_epochs must be at least 1".into()
+    })?;
+    let batch = p.batch_size.min(n);
+    // Initial centres: the best of n_init k-means++ runs, each on a random sample.
+    let init_size = (3 * batch).max(p.k).min(n);
+    let mut centres: Option<(f64, Vec<f32>)> = None;
+    for run in 0..p.n_init {
+        let mut rng = cellident_tensor::batch::rng_for(p.seed, 2000 + run as u64);
+        let sample = sample_rows(x, init_size, &mut rng);
+        let init = kmeans_plus_plus(&sample, p.k, &mut rng);
+        let inertia: f64 = assign(&sample, &init, p.k)
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                sq_dist(
+                    sample.row(i),
+                    &init[c as usize * dim..(c as usize + 1) * dim],
+                )
+            })
+            .sum();
+        if centres.as_ref().is_none_or(|(best, _)| inertia < *best) {
+            centres = Some((inertia, init));
+        }
+    }
+    let mut centres = centres.map(|(_, c)| c).unwrap_or_default();
+    let mut counts = vec![0f64; p.k];
+    let mut rng = cellident_tensor::batch::rng_for(p.seed, 3000);
+    let steps = p.max_epochs.saturating_mul(n.div_ceil(batch));
+    let (mut ewa, mut best, mut since_best) = (f64::NAN, f64::INFINITY, 0usize);
+    let mut iterations = 0;
+    for step in 0..steps {
+        iterations = step + 1;
+        let rows: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+        let mut sums = vec![0f64; p.k * dim];
+        let mut got = vec![0usize; p.k];
+        let mut batch_inertia = 0f64;
+        for &r in &rows {
+            let row = x.row(r);
+            let mut near = (f64::INFINITY, 0usize);
+            for c in 0..p.k {
+                let d = sq_dist(row, &centres[c * dim..(c + 1) * dim]);
+                if d < near.0 {
+                    near = (d, c);
+                }
+            }
+            batch_inertia += near.0;
+            got[near.1] += 1;
+            for (s, &v) in sums[near.1 * dim..(near.1 + 1) * dim].iter_mut().zip(row) {
+                *s += v as f64;
+            }
+        }
+        for c in 0..p.k {
+            if got[c] == 0 {
+                continue;
+            }
+            let total = counts[c] + got[c] as f64;
+            for j in 0..dim {
+                let old = centres[c * dim + j] as f64;
+                centres[c * dim + j] = ((old * counts[c] + sums[c * dim + j]) / total) as f32;
+            }
+            counts[c] = total;
+        }
+        // scikit-learn's stopping rule: an exponentially weighted average of the per-point batch
+        // inertia (alpha = 2 batch / (n + 1)) that has not reached a new minimum for a while.
+        let per_point = batch_inertia / batch as f64;
+        let alpha = (2.0 * batch as f64 / (n as f64 + 1.0)).min(1.0);
+        ewa = if ewa.is_nan() {
+            per_point
+        } else {
+            ewa * (1.0 - alpha) + per_point * alpha
+        };
+        if ewa < best {
+            (best, since_best) = (ewa, 0);
+        } else {
+            since_best += 1;
+            if since_best >= p.max_no_improvement {
+                break;
+            }
+        }
+    }
+    let labels = assign(x, &centres, p.k);
+    let inertia = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let c = labels[i] as usize;
+            sq_dist(x.row(i), &centres[c * dim..(c + 1) * dim])
+        })
+        .sum();
+    Ok(KMeansResult {
+        labels,
+        centroids: centres,
+        inertia,
+        iterations,
+    })
+}
+
+/// `m` rows of `x` drawn without replacement.
+fn sample_rows(x: &DenseMatrix, m: usize, rng: &mut impl Rng) -> DenseMatrix {
+    let rows = rand::seq::index::sample(rng, x.n_rows, m);
+    let mut values = Vec::with_capacity(m * x.n_cols);
+    for r in rows.iter() {
+        values.extend_from_slice(x.row(r));
+    }
+    DenseMatrix {
+        n_rows: m,
+        n_cols: x.n_cols,
+        values,
+    }
+}
+
 /// Index of the nearest centre of every point.
 pub fn assign(x: &DenseMatrix, centres: &[f32], k: usize) -> Vec<u32> {
     let dim = x.n_cols;

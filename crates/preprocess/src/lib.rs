@@ -36,7 +36,9 @@ pub mod split;
 pub mod stream;
 
 pub use hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
-pub use kmeans::{KMeansParams, KMeansResult, kmeans, kmeans_from};
+pub use kmeans::{
+    KMeansParams, KMeansResult, MiniBatchKMeansParams, kmeans, kmeans_from, minibatch_kmeans,
+};
 pub use leiden::{LeidenParams, LeidenResult, leiden, modularity};
 pub use neighbors::{NeighborsParams, WeightedGraph, neighbors};
 pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_total};

@@ -156,3 +156,56 @@ fn shuffle_buffer_visits_every_labelled_cell_once_per_epoch() {
         assert!((streamed[j] as f64 - mean[j]).abs() < 1e-5, "gene {j}");
     }
 }
+
+/// Mini-batch k-means against full k-means (Lloyd, 10 k-means++ starts) on real cells: the
+/// pbmc_10x_4k_top2000 fixture (1,000 cells, 8 labelled types) through the baselines' recipe
+/// (normalise, log1p, scale, PCA 50). Batches of 100 points, the fixture's 8 types as k.
+/// Measured (seed 0): inertia 238,185 vs 219,932 (+8.3%, early stop after 34 steps), ARI between
+/// the two labelings 0.739, ARI against the labels 0.660 vs 0.693 — the usual price of
+/// mini-batch updates (scikit-learn's MiniBatchKMeans documents slightly worse inertia too).
+#[test]
+fn minibatch_kmeans_is_close_to_full_kmeans_on_real_cells() {
+    let d = read_mtx_folder(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pbmc_10x_4k_top2000"),
+    )
+    .unwrap();
+    let (_, x) = Pipeline::fit_dense(&d, &PipelineParams::log_hvg_pca(&d, 50, 0)).unwrap();
+    let truth: Vec<u32> = LabelEncoder::fit(&d.obs().labels("label").unwrap())
+        .map(|e| {
+            e.transform(&d.obs().labels("label").unwrap())
+                .into_iter()
+                .map(Option::unwrap)
+                .collect()
+        })
+        .unwrap();
+    let full = kmeans(&x, &KMeansParams::new(8, 0)).unwrap();
+    let params = MiniBatchKMeansParams {
+        batch_size: 100,
+        ..MiniBatchKMeansParams::new(8, 0)
+    };
+    let mb = minibatch_kmeans(&x, &params).unwrap();
+    assert_eq!(minibatch_kmeans(&x, &params).unwrap(), mb, "seeded");
+    let ari = |a: &[u32], b: &[u32]| {
+        cellident_metrics::Contingency::new(a, b)
+            .unwrap()
+            .adjusted_rand_index()
+    };
+    let (agree, mb_truth, full_truth) = (
+        ari(&mb.labels, &full.labels),
+        ari(&mb.labels, &truth),
+        ari(&full.labels, &truth),
+    );
+    eprintln!(
+        "inertia mini-batch {:.0} vs full {:.0} ({} steps); ARI(mini-batch, full) {agree:.3}; \
+         ARI vs labels {mb_truth:.3} vs {full_truth:.3}",
+        mb.inertia, full.inertia, mb.iterations
+    );
+    assert!(
+        mb.inertia <= 1.10 * full.inertia,
+        "{} vs {}",
+        mb.inertia,
+        full.inertia
+    );
+    assert!(agree > 0.7, "ARI between the two {agree}");
+    assert!(mb_truth > full_truth - 0.1, "{mb_truth} vs {full_truth}");
+}
