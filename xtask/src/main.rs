@@ -88,7 +88,8 @@ enum Task {
         write_baseline: Option<PathBuf>,
     },
     /// Whole-pipeline speed and memory figures (release build, each workload in its own
-    /// process): in-memory preprocessing at 100k and 1M cells, ARI + NMI at 10M labels, full vs
+    /// process): in-memory preprocessing at 100k and 1M cells (with scaling, and scanpy's sparse
+    /// recipe without it), ARI + NMI at 10M labels, full vs
     /// mini-batch k-means at 1M cells, and N-ACT
     /// trained for one epoch and annotating with every cell streamed from a 1M-cell Parquet file.
     /// Rewrites the generated section of docs/benchmarks.md. Takes about 25 minutes on 2 cores.

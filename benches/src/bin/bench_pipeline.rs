@@ -2,6 +2,8 @@
 //!
 //! `bench_pipeline preprocess N_CELLS [REPEATS]`: normalize_total -> log1p -> HVG (seurat 2000)
 //! -> scale -> PCA 50 on resampled real cells; prints each step's median seconds.
+//! `bench_pipeline preprocess-sparse N_CELLS [REPEATS]`: the same without scaling, PCA with
+//! implicit centring of the sparse matrix (scanpy's recipe on sparse input).
 //! `bench_pipeline metrics N_LABELS [REPEATS]`: ARI + NMI on resampled real labelings.
 //! `bench_pipeline kmeans N_CELLS`: full k-means (10 k-means++ starts) vs mini-batch k-means
 //! (batches of 1,024) with k = 8 on the PCA-50 scores of resampled real cells.
@@ -33,7 +35,10 @@ fn main() -> Result<()> {
     let n: usize = args.get(2).context("size argument")?.parse()?;
     let repeats: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(5);
     match args.get(1).map(String::as_str) {
-        Some("preprocess") => {
+        Some(mode @ ("preprocess" | "preprocess-sparse")) => {
+            // preprocess-sparse: scanpy's recipe on sparse input at 1M cells in anchors.md §E
+            // (no scaling; PCA with implicit centring of the sparse matrix).
+            let sparse = mode == "preprocess-sparse";
             let base = resampled_counts(&fixtures.join("pbmc_10x_4k_top2000"), "label", n, 42)?;
             let mut steps: Vec<Vec<f64>> = vec![Vec::new(); 6];
             for _ in 0..repeats {
@@ -52,14 +57,20 @@ fn main() -> Result<()> {
                 )?;
                 let d = d.select_genes(&h.selected)?;
                 let t3 = Instant::now();
-                let x = Scaler::fit(d.matrix(), Some(10.0))?.transform(d.matrix())?;
-                let t4 = Instant::now();
                 let pca_params = PcaParams {
                     n_components: 50,
                     ..Default::default()
                 };
-                let (_pca, _scores) = Pca::fit_transform(x, &pca_params)?;
-                let t5 = Instant::now();
+                let (t4, t5) = if sparse {
+                    let t4 = Instant::now();
+                    let _ = Pca::fit_transform_sparse(d.matrix(), &pca_params)?;
+                    (t4, Instant::now())
+                } else {
+                    let x = Scaler::fit(d.matrix(), Some(10.0))?.transform(d.matrix())?;
+                    let t4 = Instant::now();
+                    let _ = Pca::fit_transform(x, &pca_params)?;
+                    (t4, Instant::now())
+                };
                 for (i, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t0, t5)]
                     .iter()
                     .enumerate()
@@ -82,14 +93,18 @@ fn main() -> Result<()> {
                 .map(|(n, v)| format!("{n} {:.3} s", median(v)))
                 .collect();
             emit(
-                "preprocess: normalize_total, log1p, HVG seurat 2000, scale, PCA 50 (in memory)",
+                if sparse {
+                    "preprocess, sparse: normalize_total, log1p, HVG seurat 2000, PCA 50 with implicit centring (no scale; scanpy's 1M recipe in anchors.md)"
+                } else {
+                    "preprocess: normalize_total, log1p, HVG seurat 2000, scale, PCA 50 (in memory)"
+                },
                 &format!("{n} cells x 2000 genes"),
                 total,
                 repeats,
                 Some((n as f64, "cells")),
             );
             println!(
-                "preprocess {n} cells x 2000 genes, median of {repeats}: {}; peak RSS {} MB",
+                "{mode} {n} cells x 2000 genes, median of {repeats}: {}; peak RSS {} MB",
                 parts.join(", "),
                 peak_rss_bytes().unwrap_or(0) >> 20
             );

@@ -319,24 +319,39 @@ impl CsrMatrix {
                 map[*c] = j as u32;
             }
         }
+        // Kept columns in increasing source order (an HVG selection) stay sorted: no per-row sort.
+        let kept: Vec<usize> = columns.iter().flatten().copied().collect();
+        let monotonic = kept.windows(2).all(|w| w[0] < w[1]);
         let mut indptr = Vec::with_capacity(self.n_rows + 1);
         indptr.push(0);
-        let mut indices = Vec::new();
-        let mut data = Vec::new();
+        // Sized once: growing two vectors of up to nnz values by doubling copied (and first-
+        // touched) them several times at a million cells.
+        let mut indices = Vec::with_capacity(self.nnz());
+        let mut data = Vec::with_capacity(self.nnz());
         let mut pairs: Vec<(u32, f32)> = Vec::new();
         for r in 0..self.n_rows {
-            pairs.clear();
             let (idx, val) = self.row(r);
-            for (&c, &v) in idx.iter().zip(val) {
-                let j = map[c as usize];
-                if j != u32::MAX {
-                    pairs.push((j, v));
+            if monotonic {
+                for (&c, &v) in idx.iter().zip(val) {
+                    let j = map[c as usize];
+                    if j != u32::MAX {
+                        indices.push(j);
+                        data.push(v);
+                    }
                 }
-            }
-            pairs.sort_unstable_by_key(|p| p.0);
-            for &(j, v) in &pairs {
-                indices.push(j);
-                data.push(v);
+            } else {
+                pairs.clear();
+                for (&c, &v) in idx.iter().zip(val) {
+                    let j = map[c as usize];
+                    if j != u32::MAX {
+                        pairs.push((j, v));
+                    }
+                }
+                pairs.sort_unstable_by_key(|p| p.0);
+                for &(j, v) in &pairs {
+                    indices.push(j);
+                    data.push(v);
+                }
             }
             indptr.push(indices.len());
         }

@@ -78,12 +78,8 @@ pub fn highly_variable_genes(m: &CsrMatrix, params: &HvgParams) -> Result<HvgRes
 }
 
 fn seurat(m: &CsrMatrix, params: &HvgParams) -> Result<HvgResult> {
-    // Dispersion of expm1(x).
-    let mut expm = m.clone();
-    for v in expm.data_mut() {
-        *v = v.exp_m1();
-    }
-    let (mean, var) = gene_mean_var(&expm);
+    // Dispersion of expm1(x) (computed in f32, as a mapped copy would hold it).
+    let (mean, var) = crate::gene_mean_var_of(m, |v| v.exp_m1() as f64);
     seurat_from_moments(mean, var, params)
 }
 

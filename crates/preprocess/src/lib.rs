@@ -84,21 +84,56 @@ pub(crate) fn ensure(ok: bool, name: &'static str, message: impl FnOnce() -> Str
 /// Per-gene mean and unbiased variance (ddof 1) of a sparse `[cells, genes]` matrix, in f64,
 /// counting the implicit zeros (scanpy's `_get_mean_var`).
 pub fn gene_mean_var(m: &cellident_io::CsrMatrix) -> (Vec<f64>, Vec<f64>) {
+    gene_mean_var_of(m, |v| v as f64)
+}
+
+/// [`gene_mean_var`] of `f` applied to every stored value (`f(0)` must be 0), without a
+/// mapped copy of the matrix: at a million cells the copy's first touch cost more than the
+/// statistics.
+pub fn gene_mean_var_of(
+    m: &cellident_io::CsrMatrix,
+    f: impl Fn(f32) -> f64 + Sync,
+) -> (Vec<f64>, Vec<f64>) {
+    use rayon::prelude::*;
     let n = m.n_rows();
     let g = m.n_cols();
-    let mut sum = vec![0f64; g];
+    // Rows in a few large shares (one per thread), each into its own per-gene sums; the shares
+    // are added in a fixed order: the same thread count gives the same sums.
+    let share = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let shares: Vec<std::ops::Range<usize>> = (0..n)
+        .step_by(share)
+        .map(|s| s..(s + share).min(n))
+        .collect();
+    let per_share = |visit: &(dyn Fn(&mut [f64], usize, f64) + Sync)| -> Vec<f64> {
+        let parts: Vec<Vec<f64>> = shares
+            .par_iter()
+            .map(|rows| {
+                let mut acc = vec![0f64; g];
+                let lo = m.indptr()[rows.start];
+                let hi = m.indptr()[rows.end];
+                for (&c, &v) in m.indices()[lo..hi].iter().zip(&m.data()[lo..hi]) {
+                    visit(&mut acc, c as usize, f(v));
+                }
+                acc
+            })
+            .collect();
+        let mut total = vec![0f64; g];
+        for p in parts {
+            total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+        }
+        total
+    };
+    let sum = per_share(&|acc, c, v| acc[c] += v);
     let mut nnz = vec![0usize; g];
-    for (&c, &v) in m.indices().iter().zip(m.data()) {
-        sum[c as usize] += v as f64;
+    for &c in m.indices() {
         nnz[c as usize] += 1;
     }
     let nf = n.max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / nf).collect();
-    let mut ss = vec![0f64; g];
-    for (&c, &v) in m.indices().iter().zip(m.data()) {
-        let d = v as f64 - mean[c as usize];
-        ss[c as usize] += d * d;
-    }
+    let ss = per_share(&|acc, c, v| {
+        let d = v - mean[c];
+        acc[c] += d * d;
+    });
     let var = (0..g)
         .map(|j| {
             let total = ss[j] + (n - nnz[j]) as f64 * mean[j] * mean[j];

@@ -6,6 +6,7 @@
 //! multi-threaded, AVX-512); the small orthonormalisations and the final eigenproblem run in f64.
 
 use candle_core::{DType, Device, Tensor};
+use cellident_io::CsrMatrix;
 use cellident_tensor::DenseMatrix;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -119,38 +120,9 @@ impl Pca {
             q = orthonormalize(&xc.matmul(&z)?, 1)?;
         }
         let q = orthonormalize(&q, 2)?;
-        // B = Q^T Xc  [l, g];  B B^T = U S^2 U^T;  V^T = S^-1 U^T B.
+        // B = Q^T Xc  [l, g].
         let b = q.t()?.matmul(&xc)?.to_dtype(DType::F64)?;
-        let bbt = b.matmul(&b.t()?)?.to_vec2::<f64>()?;
-        let (eigenvalues, eigenvectors) = symmetric_eigen(bbt);
-        let mut order: Vec<usize> = (0..l).collect();
-        order.sort_by(|&a, &c| eigenvalues[c].total_cmp(&eigenvalues[a]));
-        let b_rows = b.to_vec2::<f64>()?;
-        let mut components = vec![0f32; k * g];
-        let mut explained_variance = Vec::with_capacity(k);
-
-        for (ci, &e) in order.iter().take(k).enumerate() {
-            let s2 = eigenvalues[e].max(0.0);
-            let s = s2.sqrt();
-            let mut v = vec![0f64; g];
-            if s > 0.0 {
-                for (r, brow) in b_rows.iter().enumerate() {
-                    let u = eigenvectors[r][e] / s;
-                    for (vj, &bj) in v.iter_mut().zip(brow) {
-                        *vj += u * bj;
-                    }
-                }
-            }
-            let big = v
-                .iter()
-                .copied()
-                .fold(0f64, |a, x| if x.abs() > a.abs() { x } else { a });
-            let sign = if big < 0.0 { -1.0 } else { 1.0 };
-            for (j, vj) in v.iter().enumerate() {
-                components[ci * g + j] = (sign * vj) as f32;
-            }
-            explained_variance.push(s2 / (n - 1) as f64);
-        }
+        let (components, explained_variance) = components_from_range(&b, k, g, n)?;
         let scores = xc.matmul(&Tensor::from_slice(&components, (k, g), &device)?.t()?)?;
         let total_var = total_ss / (n - 1) as f64;
         let explained_variance_ratio = explained_variance.iter().map(|v| v / total_var).collect();
@@ -183,6 +155,206 @@ impl Pca {
         let w = Tensor::from_slice(&self.components, (self.n_components, self.n_genes), &device)?;
         let scores = xc.matmul(&w.t()?)?;
         Ok(DenseMatrix::from_tensor(&scores)?)
+    }
+}
+
+/// From `B = Q^T Xc` (`[l, genes]`, f64): `B B^T = U S^2 U^T`, `V^T = S^-1 U^T B`; the top `k`
+/// rows of `V^T` with the sign convention, and their variances `s^2 / (n - 1)`.
+fn components_from_range(b: &Tensor, k: usize, g: usize, n: usize) -> Result<(Vec<f32>, Vec<f64>)> {
+    let bbt = b.matmul(&b.t()?)?.to_vec2::<f64>()?;
+    let l = bbt.len();
+    let (eigenvalues, eigenvectors) = symmetric_eigen(bbt);
+    let mut order: Vec<usize> = (0..l).collect();
+    order.sort_by(|&a, &c| eigenvalues[c].total_cmp(&eigenvalues[a]));
+    let b_rows = b.to_vec2::<f64>()?;
+    let mut components = vec![0f32; k * g];
+    let mut explained_variance = Vec::with_capacity(k);
+    for (ci, &e) in order.iter().take(k).enumerate() {
+        let s2 = eigenvalues[e].max(0.0);
+        let s = s2.sqrt();
+        let mut v = vec![0f64; g];
+        if s > 0.0 {
+            for (r, brow) in b_rows.iter().enumerate() {
+                let u = eigenvectors[r][e] / s;
+                for (vj, &bj) in v.iter_mut().zip(brow) {
+                    *vj += u * bj;
+                }
+            }
+        }
+        let big = v
+            .iter()
+            .copied()
+            .fold(0f64, |a, x| if x.abs() > a.abs() { x } else { a });
+        let sign = if big < 0.0 { -1.0 } else { 1.0 };
+        for (j, vj) in v.iter().enumerate() {
+            components[ci * g + j] = (sign * vj) as f32;
+        }
+        explained_variance.push(s2 / (n - 1) as f64);
+    }
+    Ok((components, explained_variance))
+}
+
+/// `Xc B` for the implicitly centred sparse `X` (`[n, g]`, mean `mu`) and dense `B` (`[g, l]`,
+/// row-major): `X B - 1 (mu^T B)`, `[n, l]`. Rows in parallel.
+fn centred_times(x: &CsrMatrix, mu: &[f32], b: &[f32], l: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let g = x.n_cols();
+    let mut mu_b = vec![0f32; l];
+    for j in 0..g {
+        let row = &b[j * l..(j + 1) * l];
+        for (o, &v) in mu_b.iter_mut().zip(row) {
+            *o += mu[j] * v;
+        }
+    }
+    let mut out = vec![0f32; x.n_rows() * l];
+    out.par_chunks_mut(l * 1024)
+        .enumerate()
+        .for_each(|(chunk, block)| {
+            for (r, o) in block.chunks_exact_mut(l).enumerate() {
+                let (idx, val) = x.row(chunk * 1024 + r);
+                for (oi, &m) in o.iter_mut().zip(&mu_b) {
+                    *oi = -m;
+                }
+                for (&j, &v) in idx.iter().zip(val) {
+                    let brow = &b[j as usize * l..(j as usize + 1) * l];
+                    for (oi, &bv) in o.iter_mut().zip(brow) {
+                        *oi += v * bv;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `Xc^T C` for the implicitly centred sparse `X` (`[n, g]`, mean `mu`) and dense `C` (`[n, l]`):
+/// `X^T C - mu (1^T C)`, `[g, l]`. One share of rows per thread.
+fn centred_t_times(x: &CsrMatrix, mu: &[f32], c: &[f32], l: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let g = x.n_cols();
+    let n = x.n_rows();
+    // One contiguous share of rows per thread: a handful of [g, l] accumulators per pass, not
+    // one per block (fresh accumulators cost more in page faults than the arithmetic).
+    let shares = rayon::current_num_threads().max(1);
+    let share = n.div_ceil(shares).max(1);
+    let (acc, col_sums) = (0..n.div_ceil(share))
+        .into_par_iter()
+        .map(|si| {
+            let mut acc = vec![0f64; g * l];
+            let mut col = vec![0f64; l];
+            let mut part = vec![0f32; g * l];
+            let rows = si * share..((si + 1) * share).min(n);
+            // f32 partial sums over 4,096 rows at a time (so the inner loop vectorises), added
+            // into f64.
+            for start in rows.clone().step_by(4096) {
+                part.iter_mut().for_each(|v| *v = 0.0);
+                for i in start..(start + 4096).min(rows.end) {
+                    let crow = &c[i * l..(i + 1) * l];
+                    for (s, &v) in col.iter_mut().zip(crow) {
+                        *s += v as f64;
+                    }
+                    let (idx, val) = x.row(i);
+                    for (&j, &v) in idx.iter().zip(val) {
+                        let a = &mut part[j as usize * l..(j as usize + 1) * l];
+                        for (ai, &cv) in a.iter_mut().zip(crow) {
+                            *ai += v * cv;
+                        }
+                    }
+                }
+                acc.iter_mut().zip(&part).for_each(|(a, &p)| *a += p as f64);
+            }
+            (acc, col)
+        })
+        .reduce(
+            || (vec![0f64; g * l], vec![0f64; l]),
+            |(mut a, mut c), (b, d)| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                c.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+                (a, c)
+            },
+        );
+    let mut out = vec![0f32; g * l];
+    for j in 0..g {
+        for k in 0..l {
+            out[j * l + k] = (acc[j * l + k] - mu[j] as f64 * col_sums[k]) as f32;
+        }
+    }
+    out
+}
+
+impl Pca {
+    /// [`Pca::fit_transform`] on a sparse `[cells, genes]` matrix without densifying it: the
+    /// centring is implicit (`Xc B = X B - 1 mu^T B`), as scanpy's `pca` on sparse input does
+    /// (no scaling step), so memory stays that of the sparse matrix plus `[cells, k + p]`
+    /// blocks. Same randomized subspace iteration, same sign convention, same outputs.
+    pub fn fit_transform_sparse(x: &CsrMatrix, params: &PcaParams) -> Result<(Pca, DenseMatrix)> {
+        let (n, g) = (x.n_rows(), x.n_cols());
+        ensure(params.n_components >= 1, "n_components", || {
+            "must be at least 1".into()
+        })?;
+        ensure(params.n_components <= n.min(g), "n_components", || {
+            format!(
+                "{} components asked for a {n} x {g} matrix (at most min(cells, genes))",
+                params.n_components
+            )
+        })?;
+        if n < 2 {
+            return Err(PreprocessError::Data("PCA needs at least 2 cells".into()));
+        }
+        let device = Device::Cpu;
+        let k = params.n_components;
+        let l = (k + params.oversamples).min(n.min(g));
+        let (mut sum, mut sq) = (vec![0f64; g], 0f64);
+        for (&j, &v) in x.indices().iter().zip(x.data()) {
+            sum[j as usize] += v as f64;
+            sq += (v as f64) * (v as f64);
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
+        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        // sum ||x_i - mu||^2 = sum x^2 - n ||mu||^2.
+        let total_ss = sq - n as f64 * mean.iter().map(|m| m * m).sum::<f64>();
+        let mut rng = cellident_tensor::batch::rng_for(params.seed, 0xC0FFEE);
+        let omega: Vec<f32> = (0..g * l)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let as_tensor = |v: Vec<f32>, rows: usize| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (rows, l), &device)?)
+        };
+        let values = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let mut q = orthonormalize(&as_tensor(centred_times(x, &mean32, &omega, l), n)?, 1)?;
+        for _ in 0..params.power_iterations {
+            let z = centred_t_times(x, &mean32, &values(&q)?, l);
+            let z = orthonormalize(&as_tensor(z, g)?, 1)?;
+            q = orthonormalize(
+                &as_tensor(centred_times(x, &mean32, &values(&z)?, l), n)?,
+                1,
+            )?;
+        }
+        let q = orthonormalize(&q, 2)?;
+        // B = Q^T Xc = (Xc^T Q)^T  [l, g].
+        let bt = centred_t_times(x, &mean32, &values(&q)?, l);
+        let b = as_tensor(bt, g)?.t()?.to_dtype(DType::F64)?;
+        let (components, explained_variance) = components_from_range(&b, k, g, n)?;
+        // Scores Xc V^T: V^T as a [g, k] row-major block.
+        let mut vt = vec![0f32; g * k];
+        for c in 0..k {
+            for j in 0..g {
+                vt[j * k + c] = components[c * g + j];
+            }
+        }
+        let scores = centred_times(x, &mean32, &vt, k);
+        let total_var = total_ss / (n - 1) as f64;
+        let explained_variance_ratio = explained_variance.iter().map(|v| v / total_var).collect();
+        Ok((
+            Pca {
+                mean: mean32,
+                components,
+                n_components: k,
+                n_genes: g,
+                explained_variance,
+                explained_variance_ratio,
+            },
+            DenseMatrix::new(n, k, scores)?,
+        ))
     }
 }
 

@@ -1,7 +1,8 @@
-//! Streaming preprocessing and the shuffle-buffer training source against the in-memory path,
-//! on the baron_mouse fixture (598 real pancreas cells, 4,000 genes, integer counts) written to
-//! Parquet in row groups of 64 cells. Expected values are the in-memory results themselves
-//! (Pipeline::fit / Pipeline::apply, tested against scanpy in scanpy.rs).
+//! Scale paths against the in-memory ones: streaming preprocessing and the shuffle-buffer
+//! training source, mini-batch k-means and sparse PCA, mostly on the baron_mouse fixture (598 real
+//! pancreas cells, 4,000 genes, integer counts), written to Parquet in row groups of 64 cells where
+//! streamed. Expected values are the in-memory results themselves (Pipeline::fit / Pipeline::apply,
+//! k-means and dense PCA, tested against scanpy and scikit-learn elsewhere).
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -208,4 +209,57 @@ fn minibatch_kmeans_is_close_to_full_kmeans_on_real_cells() {
     );
     assert!(agree > 0.7, "ARI between the two {agree}");
     assert!(mb_truth > full_truth - 0.1, "{mb_truth} vs {full_truth}");
+}
+
+/// PCA of a sparse matrix with implicit centring (scanpy's recipe on sparse input, no scaling)
+/// against the dense PCA of the same values: baron_mouse normalised, logged, 1,000 HVGs, 30
+/// components, the same seed. The two run the same subspace iteration on the same random start,
+/// so they differ only by float rounding.
+#[test]
+fn sparse_pca_with_implicit_centring_equals_the_dense_pca() {
+    let d = baron();
+    let (_, prepared) = Pipeline::fit(&d, &PipelineParams::log_hvg(&d, 1000)).unwrap();
+    let Prepared::Sparse(x) = prepared else {
+        panic!("sparse recipe")
+    };
+    let params = PcaParams {
+        n_components: 30,
+        ..Default::default()
+    };
+    let m = x.matrix();
+    let (sparse, sparse_scores) = Pca::fit_transform_sparse(m, &params).unwrap();
+    let dense_input =
+        cellident_tensor::DenseMatrix::new(m.n_rows(), m.n_cols(), m.to_dense()).unwrap();
+    let (dense, dense_scores) = Pca::fit_transform(dense_input, &params).unwrap();
+    for (a, b) in sparse.mean.iter().zip(&dense.mean) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    for (c, (a, b)) in sparse
+        .explained_variance_ratio
+        .iter()
+        .zip(&dense.explained_variance_ratio)
+        .enumerate()
+    {
+        assert!(
+            (a - b).abs() < 1e-5 * b.max(1e-3),
+            "component {c}: {a} vs {b}"
+        );
+    }
+    // The leading components and their scores agree (later ones may rotate among near-equal
+    // eigenvalues).
+    let g = m.n_cols();
+    for c in 0..10 {
+        let dot: f64 = (0..g)
+            .map(|j| sparse.components[c * g + j] as f64 * dense.components[c * g + j] as f64)
+            .sum();
+        assert!(dot > 0.9999, "component {c}: cosine {dot}");
+        for i in 0..m.n_rows() {
+            let (a, b) = (sparse_scores.row(i)[c], dense_scores.row(i)[c]);
+            assert!(
+                (a - b).abs() < 1e-3 * (1.0 + b.abs()),
+                "cell {i}, PC{}",
+                c + 1
+            );
+        }
+    }
 }
