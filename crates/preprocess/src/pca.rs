@@ -320,16 +320,16 @@ impl Pca {
             Ok(Tensor::from_vec(v, (rows, l), &device)?)
         };
         let values = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let mut q = orthonormalize(&as_tensor(centred_times(x, &mean32, &omega, l), n)?, 1)?;
+        // Only the small `[genes, l]` side is orthonormalised inside the loop: `Xc Z` with an
+        // orthonormal `Z` stays as well conditioned as `Xc` itself, and at a million cells each
+        // `[cells, l]` Cholesky-QR (f64 copies and products) cost more than the sparse products.
+        let mut q = centred_times(x, &mean32, &omega, l);
         for _ in 0..params.power_iterations {
-            let z = centred_t_times(x, &mean32, &values(&q)?, l);
+            let z = centred_t_times(x, &mean32, &q, l);
             let z = orthonormalize(&as_tensor(z, g)?, 1)?;
-            q = orthonormalize(
-                &as_tensor(centred_times(x, &mean32, &values(&z)?, l), n)?,
-                1,
-            )?;
+            q = centred_times(x, &mean32, &values(&z)?, l);
         }
-        let q = orthonormalize(&q, 2)?;
+        let q = orthonormalize(&as_tensor(q, n)?, 2)?;
         // B = Q^T Xc = (Xc^T Q)^T  [l, g].
         let bt = centred_t_times(x, &mean32, &values(&q)?, l);
         let b = as_tensor(bt, g)?.t()?.to_dtype(DType::F64)?;
