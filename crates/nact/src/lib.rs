@@ -371,7 +371,14 @@ impl Classifier for Nact {
         ensure_labels(x.n_rows(), y, n_classes)?;
         self.build(x.n_cols(), n_classes)?;
         if self.config.params().center_attention_input {
-            let mean = Tensor::from_vec(column_means(x), x.n_cols(), &self.device)?;
+            let rows: Vec<usize> = (0..x.n_rows()).collect();
+            let mut all = RowsSource {
+                x,
+                y,
+                rows: &rows,
+                seed: 0,
+            };
+            let mean = Tensor::from_vec(all.column_means()?, x.n_cols(), &self.device)?;
             self.net_mut()?.attention.set_input_center(mean)?;
         }
         let trainer = self.trainer()?;
@@ -599,14 +606,4 @@ impl Actinn {
             message: "ACTINN is not trained".into(),
         })
     }
-}
-
-/// Mean of each column of `x` over its rows (`[genes]`; zeros count), accumulated in f64.
-fn column_means(x: &CsrMatrix) -> Vec<f32> {
-    let mut sums = vec![0f64; x.n_cols()];
-    for (&j, &v) in x.indices().iter().zip(x.data()) {
-        sums[j as usize] += v as f64;
-    }
-    let n = x.n_rows().max(1) as f64;
-    sums.into_iter().map(|s| (s / n) as f32).collect()
 }

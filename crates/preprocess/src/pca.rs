@@ -52,6 +52,23 @@ pub struct Pca {
     pub explained_variance_ratio: Vec<f64>,
 }
 
+/// The component count fits a `[n, g]` matrix and there are at least 2 cells.
+fn check_shape(params: &PcaParams, n: usize, g: usize) -> Result<()> {
+    ensure(params.n_components >= 1, "n_components", || {
+        "must be at least 1".into()
+    })?;
+    ensure(params.n_components <= n.min(g), "n_components", || {
+        format!(
+            "{} components asked for a {n} x {g} matrix (at most min(cells, genes))",
+            params.n_components
+        )
+    })?;
+    if n < 2 {
+        return Err(PreprocessError::Data("PCA needs at least 2 cells".into()));
+    }
+    Ok(())
+}
+
 fn tensor(m: &DenseMatrix, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_slice(&m.values, (m.n_rows, m.n_cols), device)?)
 }
@@ -68,18 +85,7 @@ impl Pca {
     /// more than the whole subspace iteration.
     pub fn fit_transform(x: DenseMatrix, params: &PcaParams) -> Result<(Pca, DenseMatrix)> {
         let (n, g) = (x.n_rows, x.n_cols);
-        ensure(params.n_components >= 1, "n_components", || {
-            "must be at least 1".into()
-        })?;
-        ensure(params.n_components <= n.min(g), "n_components", || {
-            format!(
-                "{} components asked for a {n} x {g} matrix (at most min(cells, genes))",
-                params.n_components
-            )
-        })?;
-        if n < 2 {
-            return Err(PreprocessError::Data("PCA needs at least 2 cells".into()));
-        }
+        check_shape(params, n, g)?;
         let device = Device::Cpu;
         let k = params.n_components;
         let l = (k + params.oversamples).min(n.min(g));
@@ -288,18 +294,7 @@ impl Pca {
     /// blocks. Same randomized subspace iteration, same sign convention, same outputs.
     pub fn fit_transform_sparse(x: &CsrMatrix, params: &PcaParams) -> Result<(Pca, DenseMatrix)> {
         let (n, g) = (x.n_rows(), x.n_cols());
-        ensure(params.n_components >= 1, "n_components", || {
-            "must be at least 1".into()
-        })?;
-        ensure(params.n_components <= n.min(g), "n_components", || {
-            format!(
-                "{} components asked for a {n} x {g} matrix (at most min(cells, genes))",
-                params.n_components
-            )
-        })?;
-        if n < 2 {
-            return Err(PreprocessError::Data("PCA needs at least 2 cells".into()));
-        }
+        check_shape(params, n, g)?;
         let device = Device::Cpu;
         let k = params.n_components;
         let l = (k + params.oversamples).min(n.min(g));
