@@ -3,6 +3,7 @@
 //! profiles may fall slightly outside [0, 1] (they are not clipped: clipping would hide how
 //! far they are from anything seen in training).
 
+use candle_core::Tensor;
 use cellident_io::CsrMatrix;
 use cellident_tensor::{DenseMatrix, Result, ensure_gene_count, ensure_param};
 use serde::{Deserialize, Serialize};
@@ -29,13 +30,7 @@ impl InputScaler {
             format!("CIC needs at least 2 training cells, got {}", x.n_rows())
         })?;
         let (_, var) = cellident_preprocess::gene_mean_var(x);
-        let g = x.n_cols();
-        let mut genes: Vec<usize> = (0..g).collect();
-        if n_top > 0 && n_top < g {
-            genes.sort_by(|&a, &b| var[b].total_cmp(&var[a]).then(a.cmp(&b)));
-            genes.truncate(n_top);
-            genes.sort_unstable();
-        }
+        let genes = top_variance_genes(&var, n_top);
         let dense = select_dense(x, &genes);
         let k = genes.len();
         let mut min = vec![f32::INFINITY; k];
@@ -46,17 +41,48 @@ impl InputScaler {
                 max[j] = max[j].max(row[j]);
             }
         }
+        Ok(Self::from_min_max(x.n_cols(), genes, &min, &max))
+    }
+
+    /// [`InputScaler::fit`] from statistics gathered elsewhere (a streamed pass): the variance,
+    /// minimum and maximum of every input gene (`[genes]` each).
+    pub fn from_statistics(var: &[f64], min: &[f32], max: &[f32], n_top: usize) -> Self {
+        let genes = top_variance_genes(var, n_top);
+        let pick = |v: &[f32]| -> Vec<f32> { genes.iter().map(|&j| v[j]).collect() };
+        let (min, max) = (pick(min), pick(max));
+        Self::from_min_max(var.len(), genes, &min, &max)
+    }
+
+    /// The scaler of the selected `genes` (ascending) with their `min` and `max`.
+    fn from_min_max(n_inputs: usize, genes: Vec<usize>, min: &[f32], max: &[f32]) -> Self {
         let range = min
             .iter()
-            .zip(&max)
+            .zip(max)
             .map(|(&lo, &hi)| if hi > lo { hi - lo } else { 1.0 })
             .collect();
-        Ok(InputScaler {
-            n_inputs: g,
+        InputScaler {
+            n_inputs,
             genes,
-            min,
+            min: min.to_vec(),
             range,
-        })
+        }
+    }
+
+    /// The scaling alone, on a batch already restricted to the selected genes
+    /// (`[cells, selected]` tensor): the same f32 operations as [`InputScaler::transform`].
+    pub fn scale_selected(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.genes.len();
+        let min = Tensor::from_slice(&self.min, (1, k), x.device())?;
+        let range = Tensor::from_slice(&self.range, (1, k), x.device())?;
+        Ok(x.broadcast_sub(&min)?.broadcast_div(&range)?)
+    }
+
+    /// [`InputScaler::transform`] of a dense batch `[cells, input genes]` on any device.
+    pub fn transform_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        ensure_gene_count("CIC", self.n_inputs, x.dims2()?.1)?;
+        let idx: Vec<u32> = self.genes.iter().map(|&g| g as u32).collect();
+        let idx = Tensor::from_vec(idx, self.genes.len(), x.device())?;
+        self.scale_selected(&x.index_select(&idx, 1)?)
     }
 
     /// Number of selected genes (the autoencoder's width at input and output).
@@ -86,6 +112,18 @@ impl InputScaler {
             .map(|(&m, &r)| (1.0 / r, -m / r))
             .unzip()
     }
+}
+
+/// The `n_top` genes of highest variance (all when `n_top` is 0 or at least the gene count;
+/// ties go to the lower index), ascending.
+fn top_variance_genes(var: &[f64], n_top: usize) -> Vec<usize> {
+    let mut genes: Vec<usize> = (0..var.len()).collect();
+    if n_top > 0 && n_top < var.len() {
+        genes.sort_by(|&a, &b| var[b].total_cmp(&var[a]).then(a.cmp(&b)));
+        genes.truncate(n_top);
+        genes.sort_unstable();
+    }
+    genes
 }
 
 /// The columns `genes` of `x`, dense row-major.

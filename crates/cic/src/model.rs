@@ -7,12 +7,12 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use cellident_io::CsrMatrix;
-use cellident_tensor::batch::{batches, epoch_order, label_rows, matrix_rows, rng_for};
+use cellident_tensor::batch::{label_rows, matrix_rows, rng_for};
 use cellident_tensor::{
-    AdamParams, CheckParams, CheckpointMeta, Classifier, DenseMatrix, DifferentiableClassifier,
-    Embedder, EpochRecord, FeedForward, FeedForwardLayer, FeedForwardNet, Progress, Result,
-    SgdParams, TensorError, TrainEvent, TrainReport, check_loss, ensure_gene_count, ensure_labels,
-    ensure_param, stratified_holdout,
+    AdamParams, BatchSource, CheckParams, CheckpointMeta, Classifier, DenseMatrix,
+    DifferentiableClassifier, Embedder, EpochRecord, FeedForward, FeedForwardLayer, FeedForwardNet,
+    Progress, Result, RowsSource, SgdParams, StreamingClassifier, TensorError, TrainEvent,
+    TrainReport, check_loss, ensure_gene_count, ensure_labels, ensure_param, stratified_holdout,
 };
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
@@ -161,44 +161,21 @@ impl Cic {
         let data = scaler.transform(x)?;
         let n = data.n_rows;
         // Hold-out for early stopping: stratified by class when labels are given.
+        let unlabelled = vec![0u32; n];
+        let y = labels.map_or(&unlabelled[..], |(y, _)| y);
         let (train, val) = if p.validation_fraction > 0.0 {
-            let y0 = vec![0u32; n];
-            let y = labels.map_or(&y0[..], |(y, _)| y);
             stratified_holdout(y, p.validation_fraction, &mut rng_for(p.seed, 0xC1C0))
         } else {
             ((0..n).collect(), Vec::new())
         };
         ensure_param(!train.is_empty(), "cells", || "no training cells".into())?;
-        self.vars = VarMap::new();
-        let shape = Shape {
-            genes: scaler.n_selected(),
-            hidden: p.hidden,
-            code: p.code_dim,
-            head: labels.map(|(_, c)| (p.classifier_hidden, c)),
-        };
-        let net = CicNetwork::new(shape, p.activation, &self.vars, p.seed)?;
+        let (net, shape) = self.build_network(&scaler, labels.map(|(_, c)| c))?;
         if p.init == CicInit::Pca {
             let rows: Vec<f32> = train.iter().flat_map(|&r| data.row(r).to_vec()).collect();
             let sub = DenseMatrix::new(train.len(), data.n_cols, rows)?;
-            let k = p
-                .code_dim
-                .min(train.len().saturating_sub(1))
-                .min(data.n_cols);
-            if k >= 1 {
-                let pca = cellident_preprocess::Pca::fit(
-                    &sub,
-                    &cellident_preprocess::PcaParams {
-                        n_components: k,
-                        seed: p.seed,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| TensorError::InvalidParam {
-                    name: "init",
-                    message: format!("PCA initialisation: {e}"),
-                })?;
-                let sd: Vec<f64> = pca.explained_variance.iter().map(|v| v.sqrt()).collect();
-                init_from_pca(&self.vars, shape, &pca.mean, &pca.components, &sd)?;
+            if let Some(params) = pca_start_params(&p, train.len(), data.n_cols) {
+                let pca = cellident_preprocess::Pca::fit(&sub, &params).map_err(pca_error)?;
+                self.start_from_pca(&pca, shape)?;
             }
         } else if p.mean_output_bias {
             let k = data.n_cols;
@@ -214,44 +191,6 @@ impl Cic {
                 .collect();
             set_var(&self.vars, "decoder.out.bias", &mean)?;
         }
-        let y_tensor_rows = |rows: &[usize]| -> Result<Option<Tensor>> {
-            match labels {
-                Some((y, _)) => Ok(Some(label_rows(y, rows, &self.device)?)),
-                None => Ok(None),
-            }
-        };
-        let loss_of = |input: &Tensor, target: &Tensor, yb: Option<&Tensor>| -> Result<Tensor> {
-            let code = net.encode(input)?;
-            let rep = net.decode(&code)?;
-            let mut loss = ((rep - target)?.sqr()?.mean_all()? * p.reconstruction_weight)?;
-            if let (Some(yb), Some(logits)) = (yb, net.classify(&code)?) {
-                let ce = cellident_tensor::nn::cross_entropy(&logits, yb)?;
-                loss = (loss + (ce * p.classification_weight)?)?;
-            }
-            Ok(loss)
-        };
-        let vars = self.vars.all_vars();
-        // Two parameter groups: the autoencoder, and the classifier head with its own rate.
-        let (head_vars, ae_vars): (Vec<(String, candle_core::Var)>, Vec<_>) =
-            cellident_tensor::params::named_vars(&self.vars)?
-                .into_iter()
-                .partition(|(k, _)| k.starts_with("classifier."));
-        let head_lr = p.classifier_lr.unwrap_or(p.optimizer.lr());
-        let mut opt = Opt::new(ae_vars.into_iter().map(|(_, v)| v).collect(), p.optimizer)?;
-        let head_optimizer = match p.optimizer {
-            CicOptimizer::Adam { weight_decay, .. } => CicOptimizer::Adam {
-                lr: head_lr,
-                weight_decay,
-            },
-            CicOptimizer::Sgd { momentum, .. } => CicOptimizer::Sgd {
-                lr: head_lr,
-                momentum,
-            },
-        };
-        let mut head_opt = Opt::new(
-            head_vars.into_iter().map(|(_, v)| v).collect(),
-            head_optimizer,
-        )?;
         let val_loss = || -> Result<Option<f32>> {
             if val.is_empty() {
                 return Ok(None);
@@ -259,111 +198,37 @@ impl Cic {
             let mut total = 0f64;
             for chunk in val.chunks(CHUNK) {
                 let t = matrix_rows(&data, chunk, &self.device)?;
-                let yb = y_tensor_rows(chunk)?;
-                let l = loss_of(&t, &t, yb.as_ref())?.to_scalar::<f32>()?;
+                let yb = match labels {
+                    Some(_) => Some(label_rows(y, chunk, &self.device)?),
+                    None => None,
+                };
+                let l = cic_loss(&net, &p, &t, &t, yb.as_ref())?.to_scalar::<f32>()?;
                 total += l as f64 * chunk.len() as f64;
             }
             Ok(Some((total / val.len() as f64) as f32))
         };
-        let snapshot = || -> Result<Vec<Tensor>> {
-            Ok(vars
-                .iter()
-                .map(|v| v.as_tensor().copy())
-                .collect::<candle_core::Result<_>>()?)
+        // Training batches: the selected genes of the training rows, scaled per batch (the
+        // same f32 operations as `data`), in `RowsSource`'s seeded order.
+        let selected = scaler.genes.iter().map(|&g| Some(g)).collect::<Vec<_>>();
+        let x_selected = x.select_columns(&selected);
+        let mut source = RowsSource {
+            x: &x_selected,
+            y,
+            rows: &train,
+            seed: p.seed,
         };
-        // Early stopping on the validation loss, keeping the best weights. A PCA start is itself
-        // a candidate: training must beat it on the held-out cells to replace it.
-        let (mut best_loss, mut best, mut bad_epochs) = (f32::INFINITY, None, 0usize);
-        let mut report = TrainReport::default();
-        if p.init == CicInit::Pca
-            && let Some(v) = val_loss()?
-        {
-            best_loss = v;
-            best = Some(snapshot()?);
-        }
-        let noise =
-            Normal::new(0.0f32, p.input_noise as f32).map_err(|e| TensorError::InvalidParam {
-                name: "input_noise",
-                message: e.to_string(),
-            })?;
-        let mut noise_rng = rng_for(p.seed, 0x0015E);
-        progress.event(&TrainEvent::Start {
-            model: NAME.into(),
-            epochs: p.max_epochs,
-            batches_per_epoch: train.len().div_ceil(p.batch_size),
-        });
-        for epoch in 0..p.max_epochs {
-            let lr = p.schedule.lr_at(p.optimizer.lr(), epoch);
-            opt.set_lr(lr);
-            head_opt.set_lr(p.schedule.lr_at(head_lr, epoch));
-            let order: Vec<usize> = epoch_order(train.len(), p.seed, epoch)
-                .into_iter()
-                .map(|i| train[i])
-                .collect();
-            let (mut sum, mut seen) = (0f64, 0usize);
-            for (b, rows) in batches(&order, p.batch_size, false).enumerate() {
-                let target = matrix_rows(&data, rows, &self.device)?;
-                let input = if p.input_noise > 0.0 {
-                    let e: Vec<f32> = (0..target.elem_count())
-                        .map(|_| noise.sample(&mut noise_rng))
-                        .collect();
-                    (&target + Tensor::from_vec(e, target.shape(), &self.device)?)?
-                } else {
-                    target.clone()
-                };
-                let yb = y_tensor_rows(rows)?;
-                let loss = loss_of(&input, &target, yb.as_ref())?;
-                let value = loss.to_scalar::<f32>()?;
-                check_loss(value, epoch, b)?;
-                let grads = loss.backward()?;
-                opt.step(&grads)?;
-                head_opt.step(&grads)?;
-                sum += value as f64 * rows.len() as f64;
-                seen += rows.len();
-                progress.event(&TrainEvent::Batch {
-                    epoch,
-                    batch: b,
-                    loss: value,
-                });
-            }
-            let val_loss = val_loss()?;
-            let record = EpochRecord {
-                epoch,
-                train_loss: (sum / seen.max(1) as f64) as f32,
-                val_loss,
-                lr,
-            };
-            progress.event(&TrainEvent::Epoch(record.clone()));
-            report.epochs.push(record);
-            report.kept_epoch = epoch;
-            if let Some(v) = val_loss {
-                if v < best_loss {
-                    best_loss = v;
-                    best = Some(snapshot()?);
-                    bad_epochs = 0;
-                } else {
-                    bad_epochs += 1;
-                    if bad_epochs >= p.patience {
-                        report.stopped_early = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(weights) = best {
-            for (v, t) in vars.iter().zip(weights) {
-                v.set(&t)?;
-            }
-            // The epoch whose weights were kept (0 also when the PCA start was never beaten).
-            report.kept_epoch = report
-                .epochs
-                .iter()
-                .filter(|e| e.val_loss == Some(best_loss))
-                .map(|e| e.epoch)
-                .next()
-                .unwrap_or(0);
-        }
-        progress.event(&TrainEvent::Finish);
+        let mut report = run_training(
+            &p,
+            &self.vars,
+            &net,
+            &mut source,
+            &|t| scaler.scale_selected(t),
+            labels.is_some(),
+            &val_loss,
+            p.init == CicInit::Pca,
+            &self.device,
+            progress,
+        )?;
         self.trained = Some(Trained {
             scaler,
             net,
@@ -371,6 +236,129 @@ impl Cic {
         });
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// A fresh network on `self.vars` for the scaler's genes (and a classifier head for
+    /// `n_classes` classes when given).
+    fn build_network(
+        &mut self,
+        scaler: &InputScaler,
+        n_classes: Option<usize>,
+    ) -> Result<(CicNetwork, Shape)> {
+        let p = self.config.params();
+        self.vars = VarMap::new();
+        let shape = Shape {
+            genes: scaler.n_selected(),
+            hidden: p.hidden,
+            code: p.code_dim,
+            head: n_classes.map(|c| (p.classifier_hidden, c)),
+        };
+        Ok((
+            CicNetwork::new(shape, p.activation, &self.vars, p.seed)?,
+            shape,
+        ))
+    }
+
+    /// Sets the encoder and decoder to the PCA start (methods.md; docs/cic.md).
+    fn start_from_pca(&self, pca: &cellident_preprocess::Pca, shape: Shape) -> Result<()> {
+        let sd: Vec<f64> = pca.explained_variance.iter().map(|v| v.sqrt()).collect();
+        init_from_pca(&self.vars, shape, &pca.mean, &pca.components, &sd)
+    }
+
+    /// Trains on cells streamed from `source` (e.g. a Parquet file through a shuffle buffer):
+    /// memory is bounded by the source's buffer and the model, whatever the number of cells.
+    /// One pass gathers each input gene's variance, minimum and maximum (the gene selection and
+    /// scaling), a second the scatter matrix of the scaled genes for the PCA start
+    /// ([`cellident_preprocess::Pca::from_scatter`]); then the same loss, optimizer and
+    /// schedule as in memory. Streaming has no validation hold-out, so `validation_fraction`
+    /// must be 0 (the default).
+    fn train_source(
+        &mut self,
+        source: &mut dyn BatchSource,
+        n_classes: Option<usize>,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        let started = Instant::now();
+        let p = self.config.params().clone();
+        ensure_param(p.validation_fraction == 0.0, "validation_fraction", || {
+            "streamed training has no validation hold-out; set it to 0".into()
+        })?;
+        let g = source.n_genes();
+        let cpu = Device::Cpu;
+        let mut moments = cellident_preprocess::stream::GeneMoments::new(g);
+        let (mut min, mut max) = (vec![f32::INFINITY; g], vec![f32::NEG_INFINITY; g]);
+        // Statistics are order-free, so any epoch's order serves.
+        source.for_each_batch(0, STATS_BATCH, &cpu, &mut |xb, _| {
+            let rows = xb.dims2()?.0;
+            let values = xb.flatten_all()?.to_vec1::<f32>()?;
+            for row in values.chunks_exact(g) {
+                for (j, &v) in row.iter().enumerate() {
+                    min[j] = min[j].min(v);
+                    max[j] = max[j].max(v);
+                }
+            }
+            moments.add(&CsrMatrix::from_dense(rows, g, &values)?, f64::from);
+            Ok(())
+        })?;
+        ensure_param(moments.n_cells() >= 2, "cells", || {
+            format!(
+                "CIC needs at least 2 training cells, got {}",
+                moments.n_cells()
+            )
+        })?;
+        let (_, var) = moments.mean_var();
+        let scaler = InputScaler::from_statistics(&var, &min, &max, p.n_top_genes);
+        let (net, shape) = self.build_network(&scaler, n_classes)?;
+        if p.init == CicInit::Pca || p.mean_output_bias {
+            let mut scatter = cellident_preprocess::stream::GeneScatter::new(scaler.n_selected());
+            source.for_each_batch(0, STATS_BATCH, &cpu, &mut |xb, _| {
+                let scaled = scaler.transform_tensor(xb)?;
+                scatter
+                    .add_dense(&scaled.flatten_all()?.to_vec1::<f32>()?)
+                    .map_err(|e| TensorError::Source(e.to_string()))
+            })?;
+            match pca_start_params(&p, scatter.n_cells(), scaler.n_selected()) {
+                Some(params) if p.init == CicInit::Pca => {
+                    let pca = cellident_preprocess::Pca::from_scatter(&scatter, &params)
+                        .map_err(pca_error)?;
+                    self.start_from_pca(&pca, shape)?;
+                }
+                _ if p.init != CicInit::Pca => {
+                    let mean: Vec<f32> = scatter.mean().iter().map(|&m| m as f32).collect();
+                    set_var(&self.vars, "decoder.out.bias", &mean)?;
+                }
+                _ => {}
+            }
+        }
+        let mut report = run_training(
+            &p,
+            &self.vars,
+            &net,
+            source,
+            &|t| scaler.transform_tensor(t),
+            n_classes.is_some(),
+            &|| Ok(None),
+            false,
+            &self.device,
+            progress,
+        )?;
+        self.trained = Some(Trained {
+            scaler,
+            net,
+            n_classes,
+        });
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// [`Cic::fit_autoencoder`] on cells streamed from `source` (labels ignored); see
+    /// [`StreamingClassifier::fit_source`] for the passes.
+    pub fn fit_autoencoder_source(
+        &mut self,
+        source: &mut dyn BatchSource,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        self.train_source(source, None, progress)
     }
 
     /// The scaled model input of `x`: selected genes, min-max scaled, `[cells, selected]`.
@@ -517,6 +505,182 @@ impl Cic {
     }
 }
 
+/// Cells per batch of the streamed statistics passes.
+const STATS_BATCH: usize = 1024;
+
+/// The PCA start's parameters for `n` cells of `g` genes (`None` when no component fits).
+fn pca_start_params(p: &CicParams, n: usize, g: usize) -> Option<cellident_preprocess::PcaParams> {
+    let k = p.code_dim.min(n.saturating_sub(1)).min(g);
+    (k >= 1).then(|| cellident_preprocess::PcaParams {
+        n_components: k,
+        seed: p.seed,
+        ..Default::default()
+    })
+}
+
+fn pca_error(e: cellident_preprocess::PreprocessError) -> TensorError {
+    TensorError::InvalidParam {
+        name: "init",
+        message: format!("PCA initialisation: {e}"),
+    }
+}
+
+/// The training objective: weighted reconstruction MSE of `target` from `input`, plus the
+/// weighted cross-entropy of the classifier head when labels `yb` are given.
+fn cic_loss(
+    net: &CicNetwork,
+    p: &CicParams,
+    input: &Tensor,
+    target: &Tensor,
+    yb: Option<&Tensor>,
+) -> Result<Tensor> {
+    let code = net.encode(input)?;
+    let rep = net.decode(&code)?;
+    let mut loss = ((rep - target)?.sqr()?.mean_all()? * p.reconstruction_weight)?;
+    if let (Some(yb), Some(logits)) = (yb, net.classify(&code)?) {
+        let ce = cellident_tensor::nn::cross_entropy(&logits, yb)?;
+        loss = (loss + (ce * p.classification_weight)?)?;
+    }
+    Ok(loss)
+}
+
+/// The epochs: per batch of `source`, the model input `input(x)` (with Gaussian noise when
+/// asked), the loss, one step of each optimizer (the autoencoder, and the classifier head at
+/// its own rate); per epoch the validation loss and early stopping, keeping the best weights.
+/// `start_is_candidate`: the starting weights (a PCA start) must be beaten on validation.
+#[allow(clippy::too_many_arguments)]
+fn run_training(
+    p: &CicParams,
+    var_map: &VarMap,
+    net: &CicNetwork,
+    source: &mut dyn BatchSource,
+    input: &dyn Fn(&Tensor) -> Result<Tensor>,
+    labelled: bool,
+    val_loss: &dyn Fn() -> Result<Option<f32>>,
+    start_is_candidate: bool,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainReport> {
+    let vars = var_map.all_vars();
+    // Two parameter groups: the autoencoder, and the classifier head with its own rate.
+    let (head_vars, ae_vars): (Vec<(String, candle_core::Var)>, Vec<_>) =
+        cellident_tensor::params::named_vars(var_map)?
+            .into_iter()
+            .partition(|(k, _)| k.starts_with("classifier."));
+    let head_lr = p.classifier_lr.unwrap_or(p.optimizer.lr());
+    let mut opt = Opt::new(ae_vars.into_iter().map(|(_, v)| v).collect(), p.optimizer)?;
+    let head_optimizer = match p.optimizer {
+        CicOptimizer::Adam { weight_decay, .. } => CicOptimizer::Adam {
+            lr: head_lr,
+            weight_decay,
+        },
+        CicOptimizer::Sgd { momentum, .. } => CicOptimizer::Sgd {
+            lr: head_lr,
+            momentum,
+        },
+    };
+    let mut head_opt = Opt::new(
+        head_vars.into_iter().map(|(_, v)| v).collect(),
+        head_optimizer,
+    )?;
+    let snapshot = || -> Result<Vec<Tensor>> {
+        Ok(vars
+            .iter()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?)
+    };
+    // Early stopping on the validation loss, keeping the best weights. A PCA start is itself
+    // a candidate: training must beat it on the held-out cells to replace it.
+    let (mut best_loss, mut best, mut bad_epochs) = (f32::INFINITY, None, 0usize);
+    let mut report = TrainReport::default();
+    if start_is_candidate && let Some(v) = val_loss()? {
+        best_loss = v;
+        best = Some(snapshot()?);
+    }
+    let noise =
+        Normal::new(0.0f32, p.input_noise as f32).map_err(|e| TensorError::InvalidParam {
+            name: "input_noise",
+            message: e.to_string(),
+        })?;
+    let mut noise_rng = rng_for(p.seed, 0x0015E);
+    progress.event(&TrainEvent::Start {
+        model: NAME.into(),
+        epochs: p.max_epochs,
+        batches_per_epoch: source.n_cells().div_ceil(p.batch_size),
+    });
+    for epoch in 0..p.max_epochs {
+        let lr = p.schedule.lr_at(p.optimizer.lr(), epoch);
+        opt.set_lr(lr);
+        head_opt.set_lr(p.schedule.lr_at(head_lr, epoch));
+        let (mut sum, mut seen, mut b) = (0f64, 0usize, 0usize);
+        source.for_each_batch(epoch, p.batch_size, device, &mut |xb, yb| {
+            let target = input(xb)?;
+            let noisy = if p.input_noise > 0.0 {
+                let e: Vec<f32> = (0..target.elem_count())
+                    .map(|_| noise.sample(&mut noise_rng))
+                    .collect();
+                (&target + Tensor::from_vec(e, target.shape(), device)?)?
+            } else {
+                target.clone()
+            };
+            let loss = cic_loss(net, p, &noisy, &target, labelled.then_some(yb))?;
+            let value = loss.to_scalar::<f32>()?;
+            check_loss(value, epoch, b)?;
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+            head_opt.step(&grads)?;
+            let rows = yb.dims1()?;
+            sum += value as f64 * rows as f64;
+            seen += rows;
+            progress.event(&TrainEvent::Batch {
+                epoch,
+                batch: b,
+                loss: value,
+            });
+            b += 1;
+            Ok(())
+        })?;
+        let val_loss = val_loss()?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: (sum / seen.max(1) as f64) as f32,
+            val_loss,
+            lr,
+        };
+        progress.event(&TrainEvent::Epoch(record.clone()));
+        report.epochs.push(record);
+        report.kept_epoch = epoch;
+        if let Some(v) = val_loss {
+            if v < best_loss {
+                best_loss = v;
+                best = Some(snapshot()?);
+                bad_epochs = 0;
+            } else {
+                bad_epochs += 1;
+                if bad_epochs >= p.patience {
+                    report.stopped_early = true;
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(weights) = best {
+        for (v, t) in vars.iter().zip(weights) {
+            v.set(&t)?;
+        }
+        // The epoch whose weights were kept (0 also when the PCA start was never beaten).
+        report.kept_epoch = report
+            .epochs
+            .iter()
+            .filter(|e| e.val_loss == Some(best_loss))
+            .map(|e| e.epoch)
+            .next()
+            .unwrap_or(0);
+    }
+    progress.event(&TrainEvent::Finish);
+    Ok(report)
+}
+
 impl Classifier for Cic {
     /// Trains the classifier autoencoder: reconstruction MSE plus cross-entropy of the head.
     fn fit(
@@ -545,6 +709,22 @@ impl Classifier for Cic {
                     })?;
             cellident_tensor::nn::softmax(&logits)
         })
+    }
+}
+
+impl StreamingClassifier for Cic {
+    /// Trains the classifier autoencoder on cells streamed from `source`: two statistics
+    /// passes (gene variance, minimum and maximum; then the scatter matrix of the scaled genes
+    /// for the PCA start), then the epochs. Memory is the source's buffer, the model and a
+    /// `[genes, genes]` scatter matrix. `validation_fraction` must be 0.
+    fn fit_source(
+        &mut self,
+        source: &mut dyn BatchSource,
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        ensure_param(n_classes > 0, "labels", || "no classes".into())?;
+        self.train_source(source, Some(n_classes), progress)
     }
 }
 

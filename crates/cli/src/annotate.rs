@@ -61,8 +61,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Stream the training cells from a cellident Parquet file instead of reading it into
-    /// memory (N-ACT and ACTINN): the recipe's statistics in one pass, then mini-batches
+    /// memory (any model): the recipe's statistics in one pass (and the model's own: CIC's gene
+    /// scaling and PCA start, the MLP's gene selection and standardisation), then mini-batches
     /// through a shuffle buffer of row groups; memory is bounded by the buffer and the model.
+    /// No validation hold-out: the MLP trains a fixed number of epochs (default 20).
     #[arg(long)]
     stream: bool,
     /// With --stream: cells held in the shuffle buffer (whole row groups are read into it).
@@ -113,35 +115,7 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     let device = a.device.parse::<DeviceChoice>()?.device()?;
     let genes = p.gene_ids().to_vec();
     let recorded = serde_json::to_value(&pipeline)?;
-    // Each model's defaults with `--seed`, and `--epochs` in its epoch field when given.
-    macro_rules! params {
-        ($params:ty, $epochs:ident) => {{
-            let mut p = <$params>::default();
-            p.seed = a.seed;
-            if let Some(e) = a.epochs {
-                p.$epochs = e;
-            }
-            p
-        }};
-    }
-    let (name, mut model): (&str, Box<dyn SavableClassifier>) = match a.model {
-        ClassifierKind::Nact => (
-            "N-ACT",
-            Box::new(Nact::new(params!(NactParams, epochs).check()?, device)),
-        ),
-        ClassifierKind::Actinn => (
-            "ACTINN",
-            Box::new(Actinn::new(params!(ActinnParams, epochs), device)?),
-        ),
-        ClassifierKind::Cic => (
-            "CIC",
-            Box::new(Cic::new(params!(CicParams, max_epochs).check()?, device)),
-        ),
-        ClassifierKind::Mlp => (
-            "MLP",
-            Box::new(MetadataMlp::new(params!(MlpParams, max_epochs), device)?),
-        ),
-    };
+    let (name, mut model) = build_classifier(&a, device, false)?;
     let mut bar = crate::epoch_bar(name, quiet);
     let report = model.fit(p.matrix(), &y, enc.classes.len(), &mut bar)?;
     model.save_to(&a.output, genes, enc.classes.clone(), recorded)?;
@@ -161,14 +135,59 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// `train --stream`: N-ACT or ACTINN from a Parquet file that is never read whole.
+/// Epochs of the metadata MLP when streamed without `--epochs`: there is no validation
+/// hold-out to stop early, and every epoch is a pass over the file per ensemble member.
+const STREAMED_MLP_EPOCHS: usize = 20;
+
+/// The classifier `a` asks for, with its defaults, `--seed`, and `--epochs` in its epoch
+/// field when given. `streamed`: the settings a stream needs (no validation hold-out; the
+/// MLP's epoch count capped).
+fn build_classifier(
+    a: &TrainArgs,
+    device: cellident_tensor::candle_core::Device,
+    streamed: bool,
+) -> Result<(&'static str, Box<dyn TrainableClassifier>)> {
+    macro_rules! params {
+        ($params:ty, $epochs:ident) => {{
+            let mut p = <$params>::default();
+            p.seed = a.seed;
+            if let Some(e) = a.epochs {
+                p.$epochs = e;
+            }
+            p
+        }};
+    }
+    Ok(match a.model {
+        ClassifierKind::Nact => (
+            "N-ACT",
+            Box::new(Nact::new(params!(NactParams, epochs).check()?, device)),
+        ),
+        ClassifierKind::Actinn => (
+            "ACTINN",
+            Box::new(Actinn::new(params!(ActinnParams, epochs), device)?),
+        ),
+        ClassifierKind::Cic => (
+            "CIC",
+            Box::new(Cic::new(params!(CicParams, max_epochs).check()?, device)),
+        ),
+        ClassifierKind::Mlp => {
+            let mut p = params!(MlpParams, max_epochs);
+            if streamed {
+                p.validation_fraction = 0.0;
+                if a.epochs.is_none() {
+                    p.max_epochs = STREAMED_MLP_EPOCHS;
+                }
+            }
+            ("MLP", Box::new(MetadataMlp::new(p, device)?))
+        }
+    })
+}
+
+/// `train --stream`: any classifier from a Parquet file that is never read whole.
 fn train_streaming(a: TrainArgs, quiet: bool) -> Result<()> {
     use cellident_preprocess::stream::{
         BatchTransform, ParquetBatchSource, fit_pipeline_streaming, log_hvg_streaming,
     };
-    if !matches!(a.model, ClassifierKind::Nact | ClassifierKind::Actinn) {
-        bail!("--stream trains N-ACT or ACTINN; CIC and the MLP train from memory (drop --stream)");
-    }
     if cellident_io::InputFormat::detect(&a.input)? != cellident_io::InputFormat::Parquet {
         bail!(
             "--stream reads a cellident Parquet file; convert {} first with `cellident import`",
@@ -180,7 +199,13 @@ fn train_streaming(a: TrainArgs, quiet: bool) -> Result<()> {
         quiet,
         format!("fitting the preprocessing over {} cells", file.n_cells()),
     );
-    let recipe = log_hvg_streaming(&file, a.n_top_genes)?;
+    // CIC selects its own top-variance genes inside the model (as in memory).
+    let n_top = if a.model == ClassifierKind::Cic {
+        usize::MAX
+    } else {
+        a.n_top_genes
+    };
+    let recipe = log_hvg_streaming(&file, n_top)?;
     let pipeline = fit_pipeline_streaming(&file, &recipe)
         .with_context(|| format!("preprocessing {} (log, HVG)", a.input.display()))?;
     spinner.finish_and_clear();
@@ -202,45 +227,14 @@ fn train_streaming(a: TrainArgs, quiet: bool) -> Result<()> {
     }
     let device = a.device.parse::<DeviceChoice>()?.device()?;
     let recorded = serde_json::to_value(&pipeline)?;
-    let mut bar = crate::epoch_bar(
-        if a.model == ClassifierKind::Nact {
-            "N-ACT"
-        } else {
-            "ACTINN"
-        },
-        quiet,
-    );
-    let report = match a.model {
-        ClassifierKind::Nact => {
-            let mut p = NactParams {
-                seed: a.seed,
-                ..Default::default()
-            };
-            if let Some(e) = a.epochs {
-                p.epochs = e;
-            }
-            let mut m = Nact::new(p.check()?, device);
-            let r = m.fit_source(&mut source, classes.len(), &mut bar)?;
-            m.save(&a.output, genes.clone(), classes.clone(), recorded)?;
-            r
-        }
-        _ => {
-            let mut p = ActinnParams {
-                seed: a.seed,
-                ..Default::default()
-            };
-            if let Some(e) = a.epochs {
-                p.epochs = e;
-            }
-            let mut m = Actinn::new(p, device)?;
-            let r = m.fit_source(&mut source, classes.len(), &mut bar)?;
-            m.save(&a.output, genes.clone(), classes.clone(), recorded)?;
-            r
-        }
-    };
+    let (name, mut model) = build_classifier(&a, device, true)?;
+    let mut bar = crate::epoch_bar(name, quiet);
+    let report = model.fit_source(&mut source, classes.len(), &mut bar)?;
+    model.save_to(&a.output, genes.clone(), classes.clone(), recorded)?;
     if !quiet {
         eprintln!(
-            "trained on {} streamed cells ({} types, {} genes; {:.0} s, final loss {:.4}); wrote {}",
+            "trained {name} on {} streamed cells ({} types, {} genes; {:.0} s, final loss {:.4}); \
+             wrote {}",
             cellident_tensor::BatchSource::n_cells(&source),
             classes.len(),
             genes.len(),
@@ -251,6 +245,10 @@ fn train_streaming(a: TrainArgs, quiet: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// A classifier `train` builds: fitted in memory or from a stream, then saved.
+trait TrainableClassifier: StreamingClassifier + SavableClassifier {}
+impl<T: StreamingClassifier + SavableClassifier> TrainableClassifier for T {}
 
 /// A classifier `train` can write and `annotate` can read back.
 trait SavableClassifier: Classifier {

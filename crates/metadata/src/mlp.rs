@@ -5,14 +5,15 @@ use std::cell::RefCell;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use cellident_io::CsrMatrix;
-use cellident_preprocess::top_genes_by_anova_f;
+use cellident_preprocess::stream::GeneMoments;
+use cellident_preprocess::{anova_f_from_moments, top_by_f, top_genes_by_anova_f};
 use cellident_tensor::batch::rng_for;
 use cellident_tensor::params::{SeededParams, torch_linear};
 use cellident_tensor::{
-    Activation, AdamParams, Classifier, DenseMatrix, DifferentiableClassifier, FeedForward,
-    FeedForwardLayer, FeedForwardNet, FitParams, LogitNetwork, LrSchedule, Progress, Result,
-    TensorError, TrainReport, ensure_gene_count, ensure_labels, ensure_param,
-    fit_classifier_on_rows, mean_logits, stratified_holdout,
+    Activation, AdamParams, BatchSource, Classifier, DenseMatrix, DifferentiableClassifier,
+    FeedForward, FeedForwardLayer, FeedForwardNet, FitParams, LogitNetwork, LrSchedule, Progress,
+    Result, StreamingClassifier, TensorError, TrainReport, ensure_gene_count, ensure_labels,
+    ensure_param, fit_classifier_on_rows, fit_classifier_source, mean_logits, stratified_holdout,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -150,13 +151,51 @@ impl InputTransform {
         };
         let sel = select(x, &genes);
         let (mean, var) = cellident_preprocess::gene_mean_var(&sel);
+        // Population sd (scikit-learn's StandardScaler).
+        let n = sel.n_rows().max(2) as f64;
+        let sd: Vec<f64> = var.iter().map(|&v| (v * (n - 1.0) / n).sqrt()).collect();
+        Ok(Self::standardizing(genes, &mean, &sd, standardize))
+    }
+
+    /// The transform of one streamed pass: `classes` holds each class's moments of every
+    /// input gene; selection by the F-statistic from them, standardisation by the pooled
+    /// moments (population sd, as [`InputTransform::fit`]).
+    fn from_class_moments(
+        classes: &[GeneMoments],
+        k: Option<usize>,
+        standardize: bool,
+    ) -> Result<Self> {
+        let n_genes = classes.first().map_or(0, |c| c.means().len());
+        let genes = match k {
+            Some(k) if k < n_genes => {
+                let f = anova_f_from_moments(classes).map_err(|e| TensorError::InvalidParam {
+                    name: "select_genes",
+                    message: e.to_string(),
+                })?;
+                top_by_f(&f, k)
+            }
+            _ => (0..n_genes).collect(),
+        };
+        let mut all = GeneMoments::new(n_genes);
+        for c in classes {
+            all.merge(c);
+        }
+        let n = all.n_cells().max(1) as f64;
+        let mean: Vec<f64> = genes.iter().map(|&j| all.means()[j]).collect();
+        let sd: Vec<f64> = genes
+            .iter()
+            .map(|&j| (all.sums_of_squares()[j] / n).sqrt())
+            .collect();
+        Ok(Self::standardizing(genes, &mean, &sd, standardize))
+    }
+
+    /// `genes` with `(x - mean) / sd` when `standardize` (constant genes keep scale 1), the
+    /// identity otherwise.
+    fn standardizing(genes: Vec<usize>, mean: &[f64], sd: &[f64], standardize: bool) -> Self {
         let (scale, shift) = if standardize {
             mean.iter()
-                .zip(&var)
-                .map(|(&m, &v)| {
-                    // Population sd (scikit-learn's StandardScaler); constant genes keep scale 1.
-                    let n = sel.n_rows().max(2) as f64;
-                    let sd = (v * (n - 1.0) / n).sqrt();
+                .zip(sd)
+                .map(|(&m, &sd)| {
                     let s = if sd > 1e-8 { 1.0 / sd } else { 1.0 };
                     (s as f32, (-m * s) as f32)
                 })
@@ -164,11 +203,11 @@ impl InputTransform {
         } else {
             (vec![1.0; genes.len()], vec![0.0; genes.len()])
         };
-        Ok(InputTransform {
+        InputTransform {
             genes,
             scale,
             shift,
-        })
+        }
     }
 
     /// The transformed matrix `[cells, selected genes]`.
@@ -208,9 +247,18 @@ fn select(x: &CsrMatrix, genes: &[usize]) -> CsrMatrix {
 /// One member during training: the dense layers, with seeded dropout after each ReLU.
 struct MemberTrainer {
     layers: Vec<FeedForwardLayer>,
+    /// Leading fixed layers (a streamed input transform), not part of the member's network.
+    n_front: usize,
     vars: Vec<Var>,
     dropout: f64,
     rng: RefCell<StdRng>,
+}
+
+impl MemberTrainer {
+    /// The trained dense layers (without the fixed front).
+    fn dense_layers(&self) -> Vec<FeedForwardLayer> {
+        self.layers[self.n_front..].to_vec()
+    }
 }
 
 impl LogitNetwork for MemberTrainer {
@@ -302,6 +350,41 @@ impl MetadataMlp {
         })
     }
 
+    /// One member's trainer: `front` (fixed layers, e.g. a streamed input transform), then
+    /// fresh dense layers `n_inputs -> hidden... -> n_classes` seeded by `seed`.
+    fn member_trainer(
+        &self,
+        n_inputs: usize,
+        n_classes: usize,
+        seed: u64,
+        front: Vec<FeedForwardLayer>,
+    ) -> Result<MemberTrainer> {
+        let map = VarMap::new();
+        let vb = SeededParams::new(&map, seed, &self.device);
+        let mut dims = vec![n_inputs];
+        dims.extend(&self.params.hidden);
+        dims.push(n_classes);
+        let n_front = front.len();
+        let mut layers = front;
+        for (i, w) in dims.windows(2).enumerate() {
+            let lin = torch_linear(w[0], w[1], &vb.pp(format!("fc{}", i + 1)))?;
+            layers.push(FeedForwardLayer::Linear {
+                weight: lin.weight().clone(),
+                bias: lin.bias().cloned(),
+            });
+            if i + 2 < dims.len() {
+                layers.push(FeedForwardLayer::Activation(Activation::Relu));
+            }
+        }
+        Ok(MemberTrainer {
+            layers,
+            n_front,
+            vars: map.all_vars(),
+            dropout: self.params.dropout,
+            rng: RefCell::new(rng_for(seed, 0xD50)),
+        })
+    }
+
     /// Trains one network on `xt` (transformed) rows `train`, early-stopped on `val`.
     #[allow(clippy::too_many_arguments)]
     fn train_network(
@@ -315,28 +398,7 @@ impl MetadataMlp {
         name: &str,
         progress: &mut dyn Progress,
     ) -> Result<(Vec<FeedForwardLayer>, TrainReport)> {
-        let map = VarMap::new();
-        let vb = SeededParams::new(&map, fit.seed, &self.device);
-        let mut dims = vec![xt.n_cols()];
-        dims.extend(&self.params.hidden);
-        dims.push(n_classes);
-        let mut layers = Vec::new();
-        for (i, w) in dims.windows(2).enumerate() {
-            let lin = torch_linear(w[0], w[1], &vb.pp(format!("fc{}", i + 1)))?;
-            layers.push(FeedForwardLayer::Linear {
-                weight: lin.weight().clone(),
-                bias: lin.bias().cloned(),
-            });
-            if i + 2 < dims.len() {
-                layers.push(FeedForwardLayer::Activation(Activation::Relu));
-            }
-        }
-        let trainer = MemberTrainer {
-            layers,
-            vars: map.all_vars(),
-            dropout: self.params.dropout,
-            rng: RefCell::new(rng_for(fit.seed, 0xD50)),
-        };
+        let trainer = self.member_trainer(xt.n_cols(), n_classes, fit.seed, Vec::new())?;
         let report = fit_classifier_on_rows(
             name,
             &trainer,
@@ -348,7 +410,150 @@ impl MetadataMlp {
             &self.device,
             progress,
         )?;
-        Ok((trainer.layers, report))
+        Ok((trainer.dense_layers(), report))
+    }
+
+    /// The gene-set sizes to try: every input gene (`None`), or each `select_genes` size
+    /// (capped at `n_genes`, deduplicated, ascending); without a validation split there is
+    /// nothing to choose by, so only the largest.
+    fn gene_set_sizes(&self, n_genes: usize) -> Vec<Option<usize>> {
+        if self.params.select_genes.is_empty() {
+            return vec![None];
+        }
+        let mut k: Vec<usize> = self
+            .params
+            .select_genes
+            .iter()
+            .map(|&k| k.min(n_genes))
+            .collect();
+        k.sort_unstable();
+        k.dedup();
+        if k.len() > 1 && self.params.validation_fraction == 0.0 {
+            k.drain(..k.len() - 1);
+        }
+        k.into_iter().map(Some).collect()
+    }
+}
+
+/// A source whose epochs are numbered from `offset`: each ensemble member sees its own
+/// batch orders.
+struct EpochShifted<'a> {
+    inner: &'a mut dyn BatchSource,
+    offset: usize,
+}
+
+impl BatchSource for EpochShifted<'_> {
+    fn n_genes(&self) -> usize {
+        self.inner.n_genes()
+    }
+    fn n_cells(&self) -> usize {
+        self.inner.n_cells()
+    }
+    fn for_each_batch(
+        &mut self,
+        epoch: usize,
+        batch_size: usize,
+        device: &Device,
+        visit: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        self.inner
+            .for_each_batch(self.offset + epoch, batch_size, device, visit)
+    }
+    fn column_means(&mut self) -> Result<Vec<f32>> {
+        self.inner.column_means()
+    }
+}
+
+/// Cells per batch of the streamed statistics pass.
+const STATS_BATCH: usize = 1024;
+
+impl StreamingClassifier for MetadataMlp {
+    /// Trains the ensemble on cells streamed from `source`, so memory is bounded by the
+    /// source's buffer and the model. One pass gathers each class's moments of every gene:
+    /// the ANOVA-F gene selection and the standardisation come from them (over all cells,
+    /// shared by the members, where in memory each member fits its own on its training
+    /// rows). Then each member trains for `max_epochs` epochs with its own initialisation,
+    /// dropout masks and batch orders. Streaming has no validation hold-out, so
+    /// `validation_fraction` must be 0 (no early stopping; with several `select_genes` sizes
+    /// the largest is used, as in memory without validation).
+    fn fit_source(
+        &mut self,
+        source: &mut dyn BatchSource,
+        n_classes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
+        let started = std::time::Instant::now();
+        ensure_param(
+            self.params.validation_fraction == 0.0,
+            "validation_fraction",
+            || "streamed training has no validation hold-out; set it to 0".into(),
+        )?;
+        ensure_param(n_classes >= 2, "labels", || {
+            format!("need at least 2 classes, got {n_classes}")
+        })?;
+        let g = source.n_genes();
+        let mut classes = vec![GeneMoments::new(g); n_classes];
+        // Statistics are order-free, so any epoch's order serves.
+        source.for_each_batch(0, STATS_BATCH, &Device::Cpu, &mut |xb, yb| {
+            let rows = xb.dims2()?.0;
+            let x = CsrMatrix::from_dense(rows, g, &xb.flatten_all()?.to_vec1::<f32>()?)?;
+            let y = yb.to_vec1::<u32>()?;
+            let mut by_class = vec![Vec::new(); n_classes];
+            for (i, &c) in y.iter().enumerate() {
+                by_class
+                    .get_mut(c as usize)
+                    .ok_or_else(|| {
+                        TensorError::Source(format!(
+                            "class index {c} from the source, but {n_classes} classes"
+                        ))
+                    })?
+                    .push(i);
+            }
+            for (moments, rows) in classes.iter_mut().zip(&by_class) {
+                if !rows.is_empty() {
+                    moments.add(&x.select_rows(rows), f64::from);
+                }
+            }
+            Ok(())
+        })?;
+        let k = self.gene_set_sizes(g).pop().flatten();
+        let transform = InputTransform::from_class_moments(&classes, k, self.params.standardize)?;
+        let mut members = Vec::with_capacity(self.params.ensemble);
+        let mut report = TrainReport::default();
+        for m in 0..self.params.ensemble {
+            let fit = self.params.fit_params(m);
+            let front = transform.layers(g, &self.device)?;
+            let trainer = self.member_trainer(transform.genes.len(), n_classes, fit.seed, front)?;
+            let name = format!(
+                "metadata MLP {}/{} ({} genes, streamed)",
+                m + 1,
+                self.params.ensemble,
+                transform.genes.len()
+            );
+            let mut shifted = EpochShifted {
+                inner: &mut *source,
+                offset: m * fit.epochs,
+            };
+            let r = fit_classifier_source(
+                &name,
+                &trainer,
+                &mut shifted,
+                None,
+                &fit,
+                &self.device,
+                progress,
+            )?;
+            report.epochs.extend(r.epochs);
+            members.push(Member {
+                transform: transform.clone(),
+                layers: trainer.dense_layers(),
+                val_loss: None,
+            });
+        }
+        self.members = members;
+        self.n_genes = g;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
     }
 }
 
@@ -365,23 +570,7 @@ impl Classifier for MetadataMlp {
         ensure_param(n_classes >= 2, "labels", || {
             format!("need at least 2 classes, got {n_classes}")
         })?;
-        let mut sizes: Vec<Option<usize>> = if self.params.select_genes.is_empty() {
-            vec![None]
-        } else {
-            let mut k: Vec<usize> = self
-                .params
-                .select_genes
-                .iter()
-                .map(|&k| k.min(x.n_cols()))
-                .collect();
-            k.sort_unstable();
-            k.dedup();
-            k.into_iter().map(Some).collect()
-        };
-        if sizes.len() > 1 && self.params.validation_fraction == 0.0 {
-            // Without a validation split there is nothing to choose by: keep the largest.
-            sizes.drain(..sizes.len() - 1);
-        }
+        let sizes = self.gene_set_sizes(x.n_cols());
         let mut members = Vec::with_capacity(self.params.ensemble);
         let mut report = TrainReport::default();
         for m in 0..self.params.ensemble {

@@ -45,7 +45,7 @@ pub use normalize::{log1p, looks_like_counts, looks_log_transformed, normalize_t
 pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, PipelineParams, Prepared, Step};
 pub use scale::Scaler;
-pub use select::{anova_f, top_genes_by_anova_f};
+pub use select::{anova_f, anova_f_from_moments, top_by_f, top_genes_by_anova_f};
 pub use split::{
     LabelEncoder, group_kfold, leave_one_group_out, stratified_kfold, stratified_split,
 };

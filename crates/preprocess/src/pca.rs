@@ -187,11 +187,7 @@ fn components_from_range(b: &Tensor, k: usize, g: usize, n: usize) -> Result<(Ve
                 }
             }
         }
-        let big = v
-            .iter()
-            .copied()
-            .fold(0f64, |a, x| if x.abs() > a.abs() { x } else { a });
-        let sign = if big < 0.0 { -1.0 } else { 1.0 };
+        let sign = sign_convention(&v);
         for (j, vj) in v.iter().enumerate() {
             components[ci * g + j] = (sign * vj) as f32;
         }
@@ -370,6 +366,71 @@ impl Pca {
             .matmul(&w)?
             .broadcast_add(&Tensor::from_slice(&self.mean, (1, self.n_genes), &device)?)?;
         Ok(DenseMatrix::from_tensor(&x)?)
+    }
+}
+
+/// `1` or `-1`: the sign that makes the largest-magnitude entry of `v` positive.
+fn sign_convention(v: &[f64]) -> f64 {
+    let big = v
+        .iter()
+        .copied()
+        .fold(0f64, |a, x| if x.abs() > a.abs() { x } else { a });
+    if big < 0.0 { -1.0 } else { 1.0 }
+}
+
+impl Pca {
+    /// The PCA of cells seen only through their mean and scatter matrix (a streamed pass,
+    /// [`crate::stream::GeneScatter`]): the same randomized subspace iteration run on the
+    /// `[genes, genes]` scatter `S = Xc^T Xc` (one product with `S` is one power iteration),
+    /// then the Rayleigh-Ritz eigenproblem of `Z^T S Z` in f64. Same components, variances and
+    /// sign convention as [`Pca::fit`] on the cells themselves (to rounding); no scores.
+    pub fn from_scatter(stats: &crate::stream::GeneScatter, params: &PcaParams) -> Result<Pca> {
+        let (n, g) = (stats.n_cells(), stats.n_genes());
+        check_shape(params, n, g)?;
+        let device = Device::Cpu;
+        let k = params.n_components;
+        let l = (k + params.oversamples).min(n.min(g));
+        let s32: Vec<f32> = stats.scatter().iter().map(|&v| v as f32).collect();
+        let s = Tensor::from_vec(s32, (g, g), &device)?;
+        let mut rng = cellident_tensor::batch::rng_for(params.seed, 0xC0FFEE);
+        let omega: Vec<f32> = (0..g * l)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let mut z = orthonormalize(&s.matmul(&Tensor::from_vec(omega, (g, l), &device)?)?, 1)?;
+        for _ in 0..params.power_iterations {
+            z = orthonormalize(&s.matmul(&z)?, 1)?;
+        }
+        let z = orthonormalize(&z, 2)?.to_dtype(DType::F64)?;
+        let s64 = Tensor::from_slice(stats.scatter(), (g, g), &device)?;
+        let t = z.t()?.matmul(&s64.matmul(&z)?)?.to_vec2::<f64>()?;
+        let (eigenvalues, eigenvectors) = symmetric_eigen(t);
+        let mut order: Vec<usize> = (0..l).collect();
+        order.sort_by(|&a, &c| eigenvalues[c].total_cmp(&eigenvalues[a]));
+        let z_rows = z.to_vec2::<f64>()?;
+        let mut components = vec![0f32; k * g];
+        let mut explained_variance = Vec::with_capacity(k);
+        for (ci, &e) in order.iter().take(k).enumerate() {
+            // The Ritz vector Z w_e.
+            let v: Vec<f64> = z_rows
+                .iter()
+                .map(|zr| zr.iter().zip(&eigenvectors).map(|(a, w)| a * w[e]).sum())
+                .collect();
+            let sign = sign_convention(&v);
+            for (j, vj) in v.iter().enumerate() {
+                components[ci * g + j] = (sign * vj) as f32;
+            }
+            explained_variance.push(eigenvalues[e].max(0.0) / (n - 1) as f64);
+        }
+        let total_var = (0..g).map(|j| stats.scatter()[j * g + j]).sum::<f64>() / (n - 1) as f64;
+        let explained_variance_ratio = explained_variance.iter().map(|v| v / total_var).collect();
+        Ok(Pca {
+            mean: stats.mean().iter().map(|&m| m as f32).collect(),
+            components,
+            n_components: k,
+            n_genes: g,
+            explained_variance,
+            explained_variance_ratio,
+        })
     }
 }
 

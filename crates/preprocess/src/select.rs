@@ -4,6 +4,7 @@
 
 use cellident_io::CsrMatrix;
 
+use crate::stream::GeneMoments;
 use crate::{Result, ensure};
 
 /// The ANOVA F-statistic of every gene, `[genes]`: between-class mean square over
@@ -49,17 +50,61 @@ pub fn anova_f(x: &CsrMatrix, y: &[u32], n_classes: usize) -> Result<Vec<f64>> {
                 between += size[c] * (m - grand) * (m - grand);
                 within += (sq[c * g + j] - size[c] * m * m).max(0.0);
             }
-            let msb = between / (k - 1) as f64;
-            let msw = within / (n - k) as f64;
-            if msw > 1e-12 * (1.0 + grand * grand) {
-                msb / msw
-            } else if msb > 0.0 {
-                f64::INFINITY
-            } else {
-                0.0
-            }
+            f_value(between, within, k, n, grand)
         })
         .collect())
+}
+
+/// Between-class over within-class mean square of one gene (`k` non-empty classes, `n`
+/// cells, grand mean `grand`), with the zero-variance conventions of [`anova_f`].
+fn f_value(between: f64, within: f64, k: usize, n: usize, grand: f64) -> f64 {
+    let msb = between / (k - 1) as f64;
+    let msw = within / (n - k) as f64;
+    if msw > 1e-12 * (1.0 + grand * grand) {
+        msb / msw
+    } else if msb > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
+}
+
+/// [`anova_f`] from per-class moments (one [`GeneMoments`] per class, e.g. accumulated over a
+/// streamed file): equal to it to rounding.
+pub fn anova_f_from_moments(classes: &[GeneMoments]) -> Result<Vec<f64>> {
+    let k = classes.iter().filter(|c| c.n_cells() > 0).count();
+    let n: usize = classes.iter().map(GeneMoments::n_cells).sum();
+    ensure(k >= 2 && n > k, "labels", || {
+        format!(
+            "the F-statistic needs at least 2 classes and more cells than classes ({k} classes, {n} cells)"
+        )
+    })?;
+    let g = classes[0].means().len();
+    Ok((0..g)
+        .map(|j| {
+            let grand = classes
+                .iter()
+                .map(|c| c.n_cells() as f64 * c.means()[j])
+                .sum::<f64>()
+                / n as f64;
+            let (mut between, mut within) = (0f64, 0f64);
+            for c in classes.iter().filter(|c| c.n_cells() > 0) {
+                let d = c.means()[j] - grand;
+                between += c.n_cells() as f64 * d * d;
+                within += c.sums_of_squares()[j];
+            }
+            f_value(between, within, k, n, grand)
+        })
+        .collect())
+}
+
+/// The `k` genes of largest `f` (all when fewer), in decreasing order; ties keep the lower
+/// gene index first.
+pub fn top_by_f(f: &[f64], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..f.len()).collect();
+    order.sort_by(|&a, &b| f[b].total_cmp(&f[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
 }
 
 /// The `k` genes with the largest F-statistic (all genes when fewer), in decreasing order of
@@ -71,9 +116,5 @@ pub fn top_genes_by_anova_f(
     k: usize,
 ) -> Result<Vec<usize>> {
     ensure(k > 0, "k", || "must be at least 1".into())?;
-    let f = anova_f(x, y, n_classes)?;
-    let mut order: Vec<usize> = (0..f.len()).collect();
-    order.sort_by(|&a, &b| f[b].total_cmp(&f[a]).then(a.cmp(&b)));
-    order.truncate(k);
-    Ok(order)
+    Ok(top_by_f(&anova_f(x, y, n_classes)?, k))
 }

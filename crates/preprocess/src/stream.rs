@@ -57,20 +57,42 @@ impl GeneMoments {
             nnz[c as usize] += 1;
         }
         let nbf = nb as f64;
-        let mean_b: Vec<f64> = sum.iter().map(|s| s / nbf).collect();
-        let mut ss = vec![0f64; g];
+        let mean: Vec<f64> = sum.iter().map(|s| s / nbf).collect();
+        let mut m2 = vec![0f64; g];
         for (&c, &v) in m.indices().iter().zip(m.data()) {
-            let d = f(v) - mean_b[c as usize];
-            ss[c as usize] += d * d;
+            let d = f(v) - mean[c as usize];
+            m2[c as usize] += d * d;
         }
-        let (na, n) = (self.n as f64, (self.n + nb) as f64);
-        for j in 0..g {
-            let m2_b = ss[j] + (nb - nnz[j]) as f64 * mean_b[j] * mean_b[j];
-            let delta = mean_b[j] - self.mean[j];
-            self.mean[j] += delta * nbf / n;
-            self.m2[j] += m2_b + delta * delta * na * nbf / n;
+        // The implicit zeros' deviations.
+        for ((s, &z), &mu) in m2.iter_mut().zip(&nnz).zip(&mean) {
+            *s += (nb - z) as f64 * mu * mu;
         }
-        self.n += nb;
+        self.merge(&GeneMoments { n: nb, mean, m2 });
+    }
+
+    /// Adds the cells summarised by `other` (same genes; Chan et al.'s pairwise merge).
+    pub fn merge(&mut self, other: &GeneMoments) {
+        if other.n == 0 {
+            return;
+        }
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        for j in 0..self.mean.len() {
+            let delta = other.mean[j] - self.mean[j];
+            self.mean[j] += delta * nb / n;
+            self.m2[j] += other.m2[j] + delta * delta * na * nb / n;
+        }
+        self.n += other.n;
+    }
+
+    /// Per-gene mean, `[genes]`.
+    pub fn means(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// Per-gene sum of squared deviations from the mean, `[genes]`.
+    pub fn sums_of_squares(&self) -> &[f64] {
+        &self.m2
     }
 
     /// Per-gene mean and unbiased variance (ddof 1), as [`crate::gene_mean_var`].
@@ -87,6 +109,91 @@ impl GeneMoments {
             })
             .collect();
         (self.mean.clone(), var)
+    }
+}
+
+/// Per-gene mean and the scatter matrix (sum over cells of the outer products of their
+/// deviations from the mean, `[genes, genes]` row-major) of dense cells, merged batch by batch
+/// in f64: what a PCA needs ([`crate::Pca::from_scatter`]), in one streamed pass. Memory
+/// `8 genes^2` bytes: meant for the few thousand genes a model reads, not a whole transcriptome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneScatter {
+    n: usize,
+    mean: Vec<f64>,
+    scatter: Vec<f64>,
+}
+
+impl GeneScatter {
+    /// No cells yet, `n_genes` genes.
+    pub fn new(n_genes: usize) -> Self {
+        GeneScatter {
+            n: 0,
+            mean: vec![0.0; n_genes],
+            scatter: vec![0.0; n_genes * n_genes],
+        }
+    }
+
+    pub fn n_cells(&self) -> usize {
+        self.n
+    }
+
+    pub fn n_genes(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Per-gene mean, `[genes]`.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The scatter matrix, `[genes, genes]` row-major.
+    pub fn scatter(&self) -> &[f64] {
+        &self.scatter
+    }
+
+    /// Adds a batch of cells, `rows` = `[cells, genes]` row-major. The batch is centred on its
+    /// own mean (so the f32 product loses little) and merged by Chan et al.'s update.
+    pub fn add_dense(&mut self, rows: &[f32]) -> Result<()> {
+        let g = self.mean.len();
+        crate::ensure(g > 0 && rows.len().is_multiple_of(g), "rows", || {
+            format!("{} values are not whole rows of {g} genes", rows.len())
+        })?;
+        let nb = rows.len() / g;
+        if nb == 0 {
+            return Ok(());
+        }
+        let mut mean_b = vec![0f64; g];
+        for row in rows.chunks_exact(g) {
+            for (m, &v) in mean_b.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        mean_b.iter_mut().for_each(|m| *m /= nb as f64);
+        let centred: Vec<f32> = rows
+            .chunks_exact(g)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&mean_b)
+                    .map(|(&v, &m)| (v as f64 - m) as f32)
+            })
+            .collect();
+        let c = Tensor::from_vec(centred, (nb, g), &Device::Cpu)?;
+        let s_b = c.t()?.matmul(&c)?.flatten_all()?.to_vec1::<f32>()?;
+        let (na, nbf) = (self.n as f64, nb as f64);
+        let n = na + nbf;
+        let delta: Vec<f64> = mean_b.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        let w = na * nbf / n;
+        for i in 0..g {
+            let row = &mut self.scatter[i * g..(i + 1) * g];
+            for (j, s) in row.iter_mut().enumerate() {
+                *s += s_b[i * g + j] as f64 + delta[i] * delta[j] * w;
+            }
+        }
+        for (m, d) in self.mean.iter_mut().zip(&delta) {
+            *m += d * nbf / n;
+        }
+        self.n += nb;
+        Ok(())
     }
 }
 
