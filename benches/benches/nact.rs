@@ -9,13 +9,17 @@
 //!   batches of 2,048. FLOPs per cell = 2·(3·G² + 2·(2·128·G) + C·G) ≈ 26.1 M (attention and
 //!   two projections G×G, the shared feed-forward block used twice, the head), so cells/s x
 //!   26.1 MFLOP is the GEMM rate to compare with anchors.md's measured f32 ceiling.
+//! - `actinn_g2000/epoch_12800_cells_batch128`: ACTINN (G -> 100 -> 50 -> 25 -> C) trained one
+//!   epoch by `Actinn::fit` on 12,800 cells at its default batch of 128, so 100 steps (densifying
+//!   each batch, forward, cross-entropy, backward, Adam): one step = the time / 100 (anchors.md §A:
+//!   the PyTorch reference takes 1.6 ms per step at G = 2,000, batch 128).
 
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use cellident_io::CsrMatrix;
-use cellident_nact::{Nact, NactNetwork, NactParams, NactVariant};
+use cellident_nact::{Actinn, ActinnParams, Nact, NactNetwork, NactParams, NactVariant};
 use cellident_tensor::params::SeededParams;
 use cellident_tensor::{Adam, AdamParams, CheckParams, Classifier, NoProgress};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -96,6 +100,25 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(query.n_rows() as u64));
     g.bench_function("predict_20000_cells", |b| {
         b.iter(|| model.predict_proba(&query).expect("predict"))
+    });
+    g.finish();
+
+    let (actinn_x, actinn_y) = cells(12_800, 4);
+    let mut g = c.benchmark_group("actinn_g2000");
+    g.sample_size(10);
+    g.bench_function("epoch_12800_cells_batch128", |b| {
+        b.iter(|| {
+            let mut m = Actinn::new(
+                ActinnParams {
+                    epochs: 1,
+                    ..ActinnParams::default()
+                },
+                Device::Cpu,
+            )
+            .expect("actinn");
+            m.fit(&actinn_x, &actinn_y, classes, &mut NoProgress)
+                .expect("fit")
+        })
     });
     g.finish();
 }

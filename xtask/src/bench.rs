@@ -21,6 +21,8 @@ const END: &str = "<!-- cargo xtask bench: generated section, end -->";
 pub struct BenchOptions {
     /// Cells of the streamed N-ACT run (train one epoch, then annotate every cell).
     pub stream_cells: usize,
+    /// Cells of the streamed ACTINN, CIC and MLP runs (one epoch each, then annotation).
+    pub model_cells: usize,
     /// Cells of the largest in-memory preprocessing run (0 skips it).
     pub preprocess_cells: Vec<usize>,
     /// Labels of the ARI + NMI run.
@@ -57,6 +59,13 @@ pub fn run(o: &BenchOptions) -> Result<()> {
             &["preprocess", &n.to_string(), repeats],
         )?);
     }
+    // scanpy's sparse recipe (no scaling, PCA with implicit centring) at the largest size.
+    if let Some(&n) = o.preprocess_cells.iter().max() {
+        records.extend(measure(
+            &bin("bench_pipeline"),
+            &["preprocess-sparse", &n.to_string(), "1"],
+        )?);
+    }
     records.extend(measure(
         &bin("bench_pipeline"),
         &["metrics", &o.metric_labels.to_string(), "5"],
@@ -76,10 +85,29 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         &bin("stream_parquet"),
         &["read", &file.to_string_lossy(), "1024"],
     )?);
+    // The user's path for scanpy's recipe: read the file whole, then the sparse recipe.
+    records.extend(measure(
+        &bin("bench_pipeline"),
+        &["preprocess-file", &file.to_string_lossy()],
+    )?);
     records.extend(measure(
         &bin("stream_parquet"),
-        &["nact", &file.to_string_lossy(), "1"],
+        &["train", "nact", &file.to_string_lossy(), "1"],
     )?);
+    // The other models at the smaller size (CIC's epoch at 1M cells alone takes ~16 minutes).
+    let small = data_dir.join(format!("resampled_{}.parquet", o.model_cells));
+    if !small.exists() {
+        records.extend(measure(
+            &bin("stream_parquet"),
+            &["make", &small.to_string_lossy(), &o.model_cells.to_string()],
+        )?);
+    }
+    for model in ["actinn", "cic", "mlp"] {
+        records.extend(measure(
+            &bin("stream_parquet"),
+            &["train", model, &small.to_string_lossy(), "1"],
+        )?);
+    }
 
     let section = render(&records, &o.command);
     println!("{section}");

@@ -134,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench::run(&bench::BenchOptions {
                 stream_cells: if quick { 100_000 } else { 1_000_000 },
+                model_cells: if quick { 20_000 } else { 100_000 },
                 preprocess_cells: if quick {
                     vec![10_000, 100_000]
                 } else {

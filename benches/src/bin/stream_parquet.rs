@@ -3,9 +3,11 @@
 //! `stream_parquet make OUT.parquet N_CELLS` writes a dataset of real cells resampled from
 //! `fixtures/pbmc_10x_4k_top2000` (bootstrap + binomial thinning, 2,000 genes).
 //! `stream_parquet read IN.parquet BATCH` streams it in batches and prints cells/s and peak RSS.
-//! `stream_parquet nact IN.parquet EPOCHS` trains N-ACT (defaults, `label` column) on every cell
-//! streamed through the shuffle buffer, then annotates every cell streamed in batches, printing
-//! each phase's seconds, cells/s, the training-cell accuracy and the peak RSS.
+//! `stream_parquet train MODEL IN.parquet EPOCHS` trains MODEL (`nact`, `actinn`, `cic` or `mlp`;
+//! defaults as `cellident train --stream` uses them, the MLP with one ensemble member so that the
+//! figure is one network's epoch; `label` column) on every cell streamed through the shuffle
+//! buffer, then annotates every cell streamed in batches, printing each phase's seconds, cells/s,
+//! the training-cell accuracy and the peak RSS.
 
 /// mimalloc instead of glibc malloc: glibc unmaps large freed tensors and faults them back in on
 /// the next step, which doubled training time (docs/benchmarks.md).
@@ -67,25 +69,25 @@ fn main() -> Result<()> {
                 peak_rss_bytes().unwrap_or(0) / (1 << 20)
             );
         }
-        Some("nact") if args.len() == 4 => {
-            let epochs: usize = args[3].parse().context("EPOCHS must be a number")?;
-            stream_nact(&PathBuf::from(&args[2]), epochs)?;
+        Some("train") if args.len() == 5 => {
+            let epochs: usize = args[4].parse().context("EPOCHS must be a number")?;
+            stream_model(&args[2], &PathBuf::from(&args[3]), epochs)?;
         }
         _ => bail!(
-            "usage: stream_parquet make OUT.parquet N_CELLS | read IN.parquet BATCH | nact IN.parquet EPOCHS"
+            "usage: stream_parquet make OUT.parquet N_CELLS | read IN.parquet BATCH | train nact|actinn|cic|mlp IN.parquet EPOCHS"
         ),
     }
     Ok(())
 }
 
-fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
-    use cellident_nact::{Nact, NactParams};
+fn stream_model(kind: &str, path: &std::path::Path, epochs: usize) -> Result<()> {
+    use cellident_cic::{Cic, CicParams};
+    use cellident_metadata::{MetadataMlp, MlpParams};
+    use cellident_nact::{Actinn, ActinnParams, Nact, NactParams};
     use cellident_preprocess::stream::{
         BatchTransform, ParquetBatchSource, fit_pipeline_streaming, log_hvg_streaming,
     };
-    use cellident_tensor::{
-        BatchSource, CheckParams, Classifier, Progress, StreamingClassifier, TrainEvent,
-    };
+    use cellident_tensor::{BatchSource, CheckParams, Progress, StreamingClassifier, TrainEvent};
 
     /// Prints the running loss every 200 batches (a progress line for a long run).
     struct Every200(Instant);
@@ -102,10 +104,60 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
         }
     }
 
+    let cpu = cellident_tensor::candle_core::Device::Cpu;
+    let (name, mut model): (&str, Box<dyn StreamingClassifier>) = match kind {
+        "nact" => (
+            "N-ACT",
+            Box::new(Nact::new(
+                NactParams {
+                    epochs,
+                    ..NactParams::default()
+                }
+                .check()?,
+                cpu,
+            )),
+        ),
+        "actinn" => (
+            "ACTINN",
+            Box::new(Actinn::new(
+                ActinnParams {
+                    epochs,
+                    ..ActinnParams::default()
+                },
+                cpu,
+            )?),
+        ),
+        "cic" => (
+            "CIC",
+            Box::new(Cic::new(
+                CicParams {
+                    max_epochs: epochs,
+                    ..CicParams::default()
+                }
+                .check()?,
+                cpu,
+            )),
+        ),
+        "mlp" => (
+            "metadata MLP (one member)",
+            Box::new(MetadataMlp::new(
+                MlpParams {
+                    max_epochs: epochs,
+                    validation_fraction: 0.0,
+                    ensemble: 1,
+                    ..MlpParams::default()
+                },
+                cpu,
+            )?),
+        ),
+        other => bail!("unknown model {other}: nact, actinn, cic or mlp"),
+    };
     let file = ParquetDataset::open(path)?;
     let n = file.n_cells();
     let t = Instant::now();
-    let recipe = log_hvg_streaming(&file, 2000)?;
+    // CIC selects its own top-variance genes (as `cellident train` does).
+    let n_top = if kind == "cic" { usize::MAX } else { 2000 };
+    let recipe = log_hvg_streaming(&file, n_top)?;
     let pipeline = fit_pipeline_streaming(&file, &recipe)?;
     let transform = BatchTransform::new(&pipeline, file.gene_ids(), 1.0)?;
     let recipe_s = t.elapsed().as_secs_f64();
@@ -116,18 +168,11 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
     );
     let mut source = ParquetBatchSource::new(file.clone(), transform.clone(), "label", 65_536, 0)?;
     let classes = source.classes().clone();
-    let config = NactParams {
-        epochs,
-        ..NactParams::default()
-    }
-    .check()?;
-    let mut model = Nact::new(config, cellident_tensor::candle_core::Device::Cpu);
-    let t = Instant::now();
     let report = model.fit_source(&mut source, classes.classes.len(), &mut Every200(t))?;
     let train_s = t.elapsed().as_secs_f64();
     emit(
         &format!(
-            "N-ACT training, {epochs} epoch(s) streamed through the shuffle buffer (G = {})",
+            "{name} training, {epochs} epoch(s) streamed through the shuffle buffer (G = {})",
             source.n_genes()
         ),
         &format!("{} cells", source.n_cells()),
@@ -136,8 +181,8 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
         Some(((source.n_cells() * epochs) as f64, "cells")),
     );
     println!(
-        "trained N-ACT (G = {}, {} classes) for {epochs} epoch(s) over {} cells in {train_s:.1} s \
-         ({:.0} cells/s incl. the column-mean pass); final loss {:.4}; peak RSS so far {} MB",
+        "trained {name} (G = {}, {} classes) for {epochs} epoch(s) over {} cells in {train_s:.1} s \
+         ({:.0} cells/s incl. the statistics passes); final loss {:.4}; peak RSS so far {} MB",
         source.n_genes(),
         classes.classes.len(),
         source.n_cells(),
@@ -158,7 +203,9 @@ fn stream_nact(path: &std::path::Path, epochs: usize) -> Result<()> {
     }
     let predict_s = t.elapsed().as_secs_f64();
     emit(
-        "N-ACT annotation, streamed in batches of 4,096 (peak RSS: training and annotation)",
+        &format!(
+            "{name} annotation, streamed in batches of 4,096 (peak RSS: training and annotation)"
+        ),
         &format!("{seen} cells"),
         predict_s,
         1,

@@ -169,6 +169,16 @@ impl ExpressionDataset {
         )
     }
 
+    /// [`ExpressionDataset::select_genes`] in place, for strictly increasing `columns` (an HVG
+    /// selection): the matrix is compacted without a second copy of its values.
+    pub fn retain_genes(&mut self, columns: &[usize]) -> Result<()> {
+        self.matrix.retain_columns(columns)?;
+        let idx: Vec<Option<usize>> = columns.iter().map(|&c| Some(c)).collect();
+        self.gene_ids = columns.iter().map(|&c| self.gene_ids[c].clone()).collect();
+        self.var = self.var.take(&idx);
+        Ok(())
+    }
+
     /// Replaces `obs` (one row per cell, same order).
     pub fn with_obs(self, obs: Table) -> Result<ExpressionDataset> {
         ExpressionDataset::new(self.matrix, self.cell_ids, self.gene_ids, obs, self.var)

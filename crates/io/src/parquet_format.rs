@@ -549,26 +549,46 @@ impl ParquetDataset {
 
     /// Reads the whole dataset into memory.
     pub fn read(&self) -> Result<ExpressionDataset> {
-        let mut matrices = Vec::new();
+        // Each batch is appended to one matrix sized from the file's metadata, so memory peaks
+        // at the matrix plus one batch (collecting the batches and stacking them held two
+        // copies, three while a vector grew).
+        let mut matrix =
+            CsrMatrix::with_capacity(self.n_genes(), self.n_cells, self.stored_values_hint()?);
         let mut cells = Vec::with_capacity(self.n_cells);
         let mut obs: Option<Table> = None;
         for batch in self.batches(8192, true)? {
             let b = batch?;
             cells.extend(b.cell_ids);
-            matrices.push(b.matrix);
+            matrix.append_rows(&b.matrix)?;
             match &mut obs {
                 None => obs = Some(b.obs),
                 Some(o) => o.append(&b.obs).map_err(|e| e.in_file(&self.path))?,
             }
         }
-        let matrix = if matrices.is_empty() {
-            CsrMatrix::zeros(0, self.n_genes())
-        } else {
-            CsrMatrix::vstack(&matrices)?
-        };
         let obs = obs.unwrap_or_else(|| Table::empty(0));
         ExpressionDataset::new(matrix, cells, self.gene_ids.clone(), obs, self.var.clone())
             .map_err(|e| e.in_file(&self.path))
+    }
+
+    /// An upper bound on the stored values (non-zeros) of the file, from the row groups'
+    /// metadata: the value count of the gene-index column (an empty row also counts one).
+    fn stored_values_hint(&self) -> Result<usize> {
+        let builder = Self::builder(&self.path)?;
+        let meta = builder.metadata();
+        let leaf = meta
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().parts().first().map(String::as_str) == Some(COL_GENE_INDEX));
+        Ok(match leaf {
+            Some(i) => meta
+                .row_groups()
+                .iter()
+                .map(|rg| rg.column(i).num_values().max(0) as usize)
+                .sum(),
+            None => 0,
+        })
     }
 
     /// Reads only cell ids and obs (no expression values).
