@@ -153,7 +153,12 @@ impl Pipeline {
                 d.matrix()
             };
             let r = highly_variable_genes(source, h)?;
-            d = d.select_genes(&r.selected)?;
+            if r.selected.windows(2).all(|w| w[0] < w[1]) {
+                // In place: no second copy of the values at a million cells.
+                d.retain_genes(&r.selected)?;
+            } else {
+                d = d.select_genes(&r.selected)?;
+            }
             steps.push(Step::SelectGenes {
                 genes: d.gene_ids().to_vec(),
             });
