@@ -60,6 +60,11 @@ pub struct ClusterArgs {
     /// about 90x faster at a million cells, with a somewhat higher inertia (docs/benchmarks.md).
     #[arg(long)]
     minibatch: bool,
+    /// Leiden and k-means: PCA on the log-normalised HVGs without scaling them first (the
+    /// sparse matrix centred implicitly, as scanpy's `pca` on sparse input): no dense
+    /// `[cells, genes]` copy, so a million cells need about 2 GB (docs/scaling.md).
+    #[arg(long)]
+    no_scale: bool,
     /// Seed of PCA, k-means, Leiden and CICL.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,11 +73,21 @@ pub struct ClusterArgs {
     device: String,
 }
 
-fn pca_coordinates(d: &ExpressionDataset, n_pcs: usize, seed: u64) -> Result<DenseMatrix> {
-    let params = PipelineParams::log_hvg_pca(d, n_pcs, seed);
-    let (_, values) =
-        Pipeline::fit_dense(d, &params).context("preprocessing (log, HVG, scale, PCA)")?;
-    Ok(values)
+/// PCA coordinates of the standard recipe, consuming `d` (transformed in place, not copied).
+fn pca_coordinates(
+    d: ExpressionDataset,
+    n_pcs: usize,
+    seed: u64,
+    scale: bool,
+) -> Result<DenseMatrix> {
+    let mut params = PipelineParams::log_hvg_pca(&d, n_pcs, seed);
+    if !scale {
+        params.scale = None;
+    }
+    match Pipeline::fit_owned(d, &params).context("preprocessing (log, HVG, PCA)")? {
+        (_, Prepared::Dense { values, .. }) => Ok(values),
+        (_, Prepared::Sparse(_)) => bail!("the PCA recipe returned sparse data"),
+    }
 }
 
 fn leiden_labels(x: &DenseMatrix, a: &ClusterArgs) -> Result<Vec<u32>> {
@@ -113,10 +128,16 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     };
     // K: given, or the number of Leiden communities.
     let needs_k = a.method != ClusterMethod::Leiden;
-    let pcs = if a.method != ClusterMethod::Cicl || a.k.is_none() {
-        Some(pca_coordinates(&data, a.n_pcs, a.seed)?)
-    } else {
-        None
+    // Only CICL needs the data after the PCA; the others hand it over to be transformed in place.
+    let cell_ids = data.cell_ids().to_vec();
+    let scale = !a.no_scale;
+    let (pcs, data) = match (a.method, a.k) {
+        (ClusterMethod::Cicl, Some(_)) => (None, Some(data)),
+        (ClusterMethod::Cicl, None) => (
+            Some(pca_coordinates(data.clone(), a.n_pcs, a.seed, scale)?),
+            Some(data),
+        ),
+        _ => (Some(pca_coordinates(data, a.n_pcs, a.seed, scale)?), None),
     };
     let k = match (needs_k, a.k) {
         (true, Some(k)) => Some(k),
@@ -145,8 +166,10 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
             }
         }
         ClusterMethod::Cicl => {
-            let (_, out) = Pipeline::fit(&data, &PipelineParams::log_hvg(&data, 2000))
-                .context("preprocessing (log, HVG)")?;
+            let data = data.context("the dataset")?;
+            let recipe = PipelineParams::log_hvg(&data, 2000);
+            let (_, out) =
+                Pipeline::fit_owned(data, &recipe).context("preprocessing (log, HVG)")?;
             let Prepared::Sparse(p) = out else {
                 bail!("the CICL recipe returned dense data")
             };
@@ -178,7 +201,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
         }
     };
     let mut text = String::from("cell,cluster\n");
-    for (cell, l) in data.cell_ids().iter().zip(&labels) {
+    for (cell, l) in cell_ids.iter().zip(&labels) {
         let _ = writeln!(text, "{},{l}", cellident_io::csv_field(cell));
     }
     cellident_io::write_atomic(&a.output, |w| w.write_all(text.as_bytes()))

@@ -453,6 +453,22 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let mb_ari = pollen_ari(&mb);
     eprintln!("pollen mini-batch k-means ARI {mb_ari:.3}");
     assert!(mb_ari > 0.8, "{mb_ari} (measured 0.893)");
+    // Without scaling (the sparse PCA with implicit centring, the million-cell path).
+    let unscaled = dir.path().join("unscaled.csv");
+    ok(&cellident(&[
+        &"cluster",
+        &input,
+        &"-o",
+        &unscaled,
+        &"--method",
+        &"kmeans",
+        &"--k",
+        &"11",
+        &"--no-scale",
+    ]));
+    let unscaled_ari = pollen_ari(&unscaled);
+    eprintln!("pollen k-means on unscaled PCA ARI {unscaled_ari:.3}");
+    assert!(unscaled_ari > 0.8, "{unscaled_ari} (measured 0.885)");
 
     let cicl = dir.path().join("cicl.csv");
     let emb = dir.path().join("embedding.parquet");

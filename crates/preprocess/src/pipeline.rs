@@ -134,8 +134,19 @@ impl Pipeline {
 
     /// Fits every requested step on `data` and returns the pipeline and the transformed data.
     pub fn fit(data: &ExpressionDataset, p: &PipelineParams) -> Result<(Pipeline, Prepared)> {
+        Self::fit_owned(data.clone(), p)
+    }
+
+    /// [`Pipeline::fit`] consuming `data`, so that the matrix is transformed in place instead of
+    /// copied (at a million cells the copy is a gigabyte or more); `seurat_v3`, which ranks genes
+    /// on the raw counts, keeps a copy of them.
+    pub fn fit_owned(mut d: ExpressionDataset, p: &PipelineParams) -> Result<(Pipeline, Prepared)> {
         let mut steps = Vec::new();
-        let mut d = data.clone();
+        let raw_counts = p
+            .hvg
+            .as_ref()
+            .is_some_and(|h| h.flavor == crate::HvgFlavor::SeuratV3)
+            .then(|| d.matrix().clone());
         if let Some(t) = p.normalize_total {
             normalize_total(&mut d, t)?;
             steps.push(Step::NormalizeTotal { target_sum: t });
@@ -147,11 +158,7 @@ impl Pipeline {
         if let Some(h) = &p.hvg {
             // seurat_v3 ranks genes on the raw counts (as scanpy expects it to be run before
             // normalisation); seurat on the log-normalised values.
-            let source = if h.flavor == crate::HvgFlavor::SeuratV3 {
-                data.matrix()
-            } else {
-                d.matrix()
-            };
+            let source = raw_counts.as_ref().unwrap_or(d.matrix());
             let r = highly_variable_genes(source, h)?;
             if r.selected.windows(2).all(|w| w[0] < w[1]) {
                 // In place: no second copy of the values at a million cells.
@@ -167,24 +174,32 @@ impl Pipeline {
         if p.scale.is_none() && p.pca.is_none() {
             return Ok((pipeline, Prepared::Sparse(d)));
         }
-        let (mut values, mut names) = match p.scale {
-            Some(clip) => {
+        let pc_names = |k: usize| (1..=k).map(|i| format!("PC{i}")).collect::<Vec<_>>();
+        let (values, names) = match (p.scale, &p.pca) {
+            // PCA without scaling: implicit centring of the sparse matrix (scanpy's `pca` on
+            // sparse input), never the dense `[cells, genes]` copy.
+            (None, Some(pp)) => {
+                let (pca, scores) = Pca::fit_transform_sparse(d.matrix(), pp)?;
+                let names = pc_names(pca.n_components);
+                pipeline.steps.push(Step::Pca(pca));
+                (scores, names)
+            }
+            (Some(clip), pca) => {
                 let s = Scaler::fit(d.matrix(), clip)?;
                 let v = s.transform(d.matrix())?;
                 pipeline.steps.push(Step::Scale(s));
-                (v, d.gene_ids().to_vec())
+                match pca {
+                    Some(pp) => {
+                        let (pca, scores) = Pca::fit_transform(v, pp)?;
+                        let names = pc_names(pca.n_components);
+                        pipeline.steps.push(Step::Pca(pca));
+                        (scores, names)
+                    }
+                    None => (v, d.gene_ids().to_vec()),
+                }
             }
-            None => (
-                DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense())?,
-                d.gene_ids().to_vec(),
-            ),
+            (None, None) => unreachable!("returned sparse above"),
         };
-        if let Some(pp) = &p.pca {
-            let (pca, scores) = Pca::fit_transform(values, pp)?;
-            values = scores;
-            names = (1..=pca.n_components).map(|i| format!("PC{i}")).collect();
-            pipeline.steps.push(Step::Pca(pca));
-        }
         let (_, cell_ids, _, obs, _) = d.into_parts();
         Ok((
             pipeline,
