@@ -79,6 +79,11 @@ impl PipelineParams {
     }
 }
 
+/// Dense scaled values (bytes) above which scaling + PCA run block by block
+/// ([`Pca::fit_transform_scaled_by_blocks`]) instead of on a dense copy: 2 GiB, about 270,000
+/// cells of 2,000 genes. Below it (every fixture and benchmark set) the dense randomized PCA runs.
+pub const DENSE_LIMIT_BYTES: usize = 2 << 30;
+
 /// One fitted step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -181,6 +186,16 @@ impl Pipeline {
             (None, Some(pp)) => {
                 let (pca, scores) = Pca::fit_transform_sparse(d.matrix(), pp)?;
                 let names = pc_names(pca.n_components);
+                pipeline.steps.push(Step::Pca(pca));
+                (scores, names)
+            }
+            // Scaling then PCA on more cells than a dense copy should take (a million cells):
+            // scaled a block at a time into the scatter matrix, never densified whole.
+            (Some(clip), Some(pp)) if d.n_cells() * d.n_genes() * 4 > DENSE_LIMIT_BYTES => {
+                let s = Scaler::fit(d.matrix(), clip)?;
+                let (pca, scores) = Pca::fit_transform_scaled_by_blocks(d.matrix(), &s, pp, 8192)?;
+                let names = pc_names(pca.n_components);
+                pipeline.steps.push(Step::Scale(s));
                 pipeline.steps.push(Step::Pca(pca));
                 (scores, names)
             }
