@@ -280,9 +280,7 @@ impl Cic {
     ) -> Result<TrainReport> {
         let started = Instant::now();
         let p = self.config.params().clone();
-        ensure_param(p.validation_fraction == 0.0, "validation_fraction", || {
-            "streamed training has no validation hold-out; set it to 0".into()
-        })?;
+        cellident_tensor::ensure_no_validation_split(p.validation_fraction)?;
         let g = source.n_genes();
         let cpu = Device::Cpu;
         let mut moments = cellident_preprocess::stream::GeneMoments::new(g);

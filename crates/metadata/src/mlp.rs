@@ -483,11 +483,7 @@ impl StreamingClassifier for MetadataMlp {
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
         let started = std::time::Instant::now();
-        ensure_param(
-            self.params.validation_fraction == 0.0,
-            "validation_fraction",
-            || "streamed training has no validation hold-out; set it to 0".into(),
-        )?;
+        cellident_tensor::ensure_no_validation_split(self.params.validation_fraction)?;
         ensure_param(n_classes >= 2, "labels", || {
             format!("need at least 2 classes, got {n_classes}")
         })?;

@@ -334,11 +334,7 @@ impl StreamingClassifier for Nact {
         n_classes: usize,
         progress: &mut dyn Progress,
     ) -> Result<TrainReport> {
-        ensure_param(
-            self.config.params().validation_fraction == 0.0,
-            "validation_fraction",
-            || "streamed training has no validation hold-out; set it to 0".into(),
-        )?;
+        cellident_tensor::ensure_no_validation_split(self.config.params().validation_fraction)?;
         ensure_param(n_classes > 0, "labels", || "no classes".into())?;
         self.build(source.n_genes(), n_classes)?;
         if self.config.params().center_attention_input {

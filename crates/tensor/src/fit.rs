@@ -155,6 +155,14 @@ pub trait BatchSource {
     fn column_means(&mut self) -> Result<Vec<f32>>;
 }
 
+/// Streamed training has no held-out cells, so no validation split and no early stopping:
+/// a model's `validation_fraction` must be 0 before it trains from a [`BatchSource`].
+pub fn ensure_no_validation_split(validation_fraction: f64) -> Result<()> {
+    ensure_param(validation_fraction == 0.0, "validation_fraction", || {
+        "streamed training has no validation hold-out; set it to 0".into()
+    })
+}
+
 /// The rows `rows` of an in-memory matrix, shuffled each epoch by [`epoch_order`].
 #[derive(Debug, Clone, Copy)]
 pub struct RowsSource<'a> {

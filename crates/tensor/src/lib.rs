@@ -37,8 +37,9 @@ pub use device::{DeviceChoice, set_threads, threads};
 pub use error::{Result, TensorError, ensure_gene_count, ensure_labels, ensure_param};
 pub use feedforward::{Activation, FeedForward, FeedForwardLayer, FeedForwardNet, mean_logits};
 pub use fit::{
-    BatchSource, FitParams, LogitNetwork, RowsSource, Validation, fit_classifier,
-    fit_classifier_on_rows, fit_classifier_source, predict_proba, stratified_holdout,
+    BatchSource, FitParams, LogitNetwork, RowsSource, Validation, ensure_no_validation_split,
+    fit_classifier, fit_classifier_on_rows, fit_classifier_source, predict_proba,
+    stratified_holdout,
 };
 pub use optim::{Adam, AdamParams, SgdMomentum, SgdParams};
 pub use train::{
