@@ -1,5 +1,6 @@
 //! Experiment driver behind the tables of docs/cicl.md: CICL on one dataset folder (Matrix
-//! Market layout) with the reproduce recipe (normalise + log1p for counts, top 2000 seurat HVGs),
+//! Market layout) with CICL's input recipe (normalise + log1p for counts, top 2000 seurat HVGs,
+//! genes scaled when `CICL_SCALE=1`),
 //! printing per-epoch loss, the label movement at each re-fit, and ARI/NMI of the first k-means,
 //! the model's argmax q and k-means on the final embedding. Parameters from `CICL_PARAMS` (JSON
 //! override of `CiclParams::default()`; `CICL_REFERENCE=1` starts from `CiclParams::reference()`).
@@ -8,9 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use cellident_cicl::{Cicl, CiclParams};
-use cellident_preprocess::Pipeline;
-use cellident_preprocess::pipeline::{PipelineParams, Prepared};
-use cellident_tensor::{DenseMatrix, NoProgress};
+use cellident_tensor::NoProgress;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,17 +21,10 @@ fn main() {
     let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
     let (keep, y) = enc.labelled_rows(&labels);
     let d = d.select_cells(&keep).unwrap();
-    let params = PipelineParams {
-        scale: std::env::var("CICL_SCALE").is_ok().then_some(Some(10.0)),
-        ..PipelineParams::log_hvg(&d, 2000)
-    };
-    let (_, out) = Pipeline::fit(&d, &params).unwrap();
-    let x = match out {
-        Prepared::Sparse(p) => {
-            DenseMatrix::new(p.n_cells(), p.n_genes(), p.matrix().to_dense()).unwrap()
-        }
-        Prepared::Dense { values, .. } => values,
-    };
+    // CICL's input recipe (genes scaled with CICL_SCALE=1).
+    let x = cellident_cicl::prepare_input(d, std::env::var("CICL_SCALE").is_ok())
+        .unwrap()
+        .values;
     let base = if std::env::var("CICL_REFERENCE").is_ok() {
         CiclParams::reference()
     } else {

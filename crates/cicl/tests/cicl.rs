@@ -189,3 +189,51 @@ fn bad_input_is_refused_with_a_message() {
         "{e}"
     );
 }
+
+/// CICL's input recipe on the pollen fixture: scaled genes have mean 0 and unit variance
+/// (clipped at 10), and they give the method a better start — the first k-means on the
+/// untrained encoder's embedding (this small encoder: ARI 0.918 scaled vs 0.891 unscaled; the
+/// default encoder: 0.934 vs 0.880, docs/cicl.md).
+#[test]
+fn scaled_input_gives_cicl_a_better_first_kmeans_on_pollen() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pollen_simlr");
+    let d = cellident_io::read_mtx_folder(&root).unwrap();
+    let labels = d.obs().labels("label").unwrap();
+    let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
+    let y: Vec<u32> = enc
+        .transform(&labels)
+        .into_iter()
+        .map(|c| c.unwrap())
+        .collect();
+    let scaled = cellident_cicl::prepare_input(d.clone(), true).unwrap();
+    let unscaled = cellident_cicl::prepare_input(d, false).unwrap();
+    assert_eq!(scaled.values.n_cols, 2000);
+    assert_eq!(scaled.cell_ids.len(), 249);
+    let x = &scaled.values;
+    for j in (0..x.n_cols).step_by(97) {
+        let col: Vec<f64> = (0..x.n_rows).map(|i| x.row(i)[j] as f64).collect();
+        let mean = col.iter().sum::<f64>() / col.len() as f64;
+        let max = col.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(mean.abs() < 0.2, "gene {j}: mean {mean}");
+        assert!(max <= 10.0 + 1e-4, "gene {j}: |x| up to {max}");
+    }
+    let first_kmeans_ari = |x: &DenseMatrix| {
+        let params = CiclParams {
+            epochs: 1,
+            refit_every: 0,
+            ..small_params()
+        };
+        let fit = Cicl::from_params(&params)
+            .unwrap()
+            .fit(x, enc.classes.len(), &mut NoProgress)
+            .unwrap();
+        cellident_metrics::adjusted_rand_index(&y, &fit.initial_labels).unwrap()
+    };
+    let (a_scaled, a_unscaled) = (
+        first_kmeans_ari(&scaled.values),
+        first_kmeans_ari(&unscaled.values),
+    );
+    eprintln!("first k-means ARI: scaled {a_scaled:.3}, unscaled {a_unscaled:.3}");
+    assert!(a_scaled > 0.9, "scaled {a_scaled}");
+    assert!(a_scaled > a_unscaled, "{a_scaled} vs {a_unscaled}");
+}

@@ -63,6 +63,12 @@ pub struct NactParams {
     /// The default 30 lets it learn (docs/nact.md: accuracy and marker recovery both improve).
     #[serde(default = "one")]
     pub attention_lr_scale: f64,
+    /// Epochs at the start during which `W_a` trains at `lr` itself, before
+    /// `attention_lr_scale` applies (0: from the first step). At 30x from the first step, Adam's
+    /// first sign-sized moves commit the attention to what the randomly initialised layers
+    /// after it reward; a warm-up lets those layers learn first (docs/nact.md).
+    #[serde(default)]
+    pub attention_warmup_epochs: usize,
     /// Train the attention logits as `W_a (x - mean) + b`, `mean` the training cells' mean
     /// input, and fold `-W_a mean` into `b` afterwards, so the trained model is the method's
     /// `softmax(W_a x + b)`. A reparametrisation, not a new layer: log expression is never
@@ -92,6 +98,7 @@ impl Default for NactParams {
             scale_gamma: false,
             zero_attention_init: false,
             attention_lr_scale: 30.0,
+            attention_warmup_epochs: 0,
             center_attention_input: true,
         }
     }
@@ -173,6 +180,8 @@ struct Trainer<'a> {
     vars: Vec<Var>,
     /// The attention layer's variables with their learning-rate multiple.
     lr_scales: Vec<(Var, f64)>,
+    /// Epochs before the multiples apply.
+    warmup_epochs: usize,
 }
 
 impl LogitNetwork for Trainer<'_> {
@@ -184,6 +193,9 @@ impl LogitNetwork for Trainer<'_> {
     }
     fn lr_scales(&self) -> Vec<(Var, f64)> {
         self.lr_scales.clone()
+    }
+    fn lr_scale_warmup_epochs(&self) -> usize {
+        self.warmup_epochs
     }
 }
 
@@ -309,6 +321,7 @@ impl Nact {
             net: self.net()?,
             vars: self.vars.all_vars(),
             lr_scales,
+            warmup_epochs: self.config.params().attention_warmup_epochs,
         })
     }
 
@@ -397,6 +410,7 @@ impl Classifier for Nact {
             net: self.net()?,
             vars: Vec::new(),
             lr_scales: Vec::new(),
+            warmup_epochs: 0,
         };
         predict_proba(&trainer, x, &self.device, 2048)
     }

@@ -61,6 +61,11 @@ pub trait LogitNetwork {
     fn lr_scales(&self) -> Vec<(Var, f64)> {
         Vec::new()
     }
+    /// Epochs at the start of training during which the [`LogitNetwork::lr_scales`] variables
+    /// train at the rate itself (multiple 1); the multiples apply from this epoch on.
+    fn lr_scale_warmup_epochs(&self) -> usize {
+        0
+    }
 }
 
 /// Splits the cells into (train, validation) stratified by class: `round(fraction * n)` of
@@ -272,12 +277,13 @@ pub fn fit_classifier_source(
     let started = Instant::now();
     let vars = net.vars();
     let mut opt = Adam::new(vars.clone(), params.optimizer)?;
-    for (var, scale) in net.lr_scales() {
-        ensure_param(scale > 0.0 && scale.is_finite(), "lr_scale", || {
+    let lr_scales = net.lr_scales();
+    for (_, scale) in &lr_scales {
+        ensure_param(*scale > 0.0 && scale.is_finite(), "lr_scale", || {
             format!("must be > 0, got {scale}")
         })?;
-        opt.set_lr_scale(&var, scale);
     }
+    let warmup = net.lr_scale_warmup_epochs();
     let mut stopper = match validation {
         Some(_) => Some(EarlyStopping::new(params.patience.max(1), 0.0)?),
         None => None,
@@ -293,6 +299,11 @@ pub fn fit_classifier_source(
     for epoch in 0..params.epochs {
         let lr = params.schedule.lr_at(params.optimizer.lr, epoch);
         opt.set_learning_rate(lr);
+        if epoch == 0 || epoch == warmup {
+            for (var, scale) in &lr_scales {
+                opt.set_lr_scale(var, if epoch < warmup { 1.0 } else { *scale });
+            }
+        }
         let (mut sum, mut seen, mut b) = (0f64, 0usize, 0usize);
         source.for_each_batch(epoch, params.batch_size, device, &mut |xb, yb| {
             let loss = crate::nn::cross_entropy(&net.logits(xb, true)?, yb)?;
@@ -368,4 +379,92 @@ pub fn predict_proba(
         values.extend(p.flatten_all()?.to_vec1::<f32>()?);
     }
     crate::DenseMatrix::new(x.n_rows(), n_classes, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NoProgress;
+
+    /// Logits = the variable `w` itself for every cell (the input is ignored).
+    struct Constant {
+        w: Var,
+        scale: f64,
+        warmup: usize,
+    }
+
+    impl LogitNetwork for Constant {
+        fn logits(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+            let n = x.dims2()?.0;
+            Ok(self
+                .w
+                .as_tensor()
+                .unsqueeze(0)?
+                .broadcast_as((n, 2))?
+                .contiguous()?)
+        }
+        fn vars(&self) -> Vec<Var> {
+            vec![self.w.clone()]
+        }
+        fn lr_scales(&self) -> Vec<(Var, f64)> {
+            vec![(self.w.clone(), self.scale)]
+        }
+        fn lr_scale_warmup_epochs(&self) -> usize {
+            self.warmup
+        }
+    }
+
+    /// How far `w[0]` moves in each of `epochs` one-step epochs (one cell, batch 1): training
+    /// for 1, 2, … epochs from zero and differencing, as Adam's state lives in one run.
+    fn steps(scale: f64, warmup: usize, epochs: usize) -> Vec<f32> {
+        let net = Constant {
+            w: Var::from_vec(vec![0f32, 0.0], 2, &Device::Cpu).unwrap(),
+            scale,
+            warmup,
+        };
+        let x = CsrMatrix::from_dense(1, 1, &[1.0]).unwrap();
+        let mut position = vec![0f32];
+        for e in 1..=epochs {
+            net.w
+                .set(&Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap())
+                .unwrap();
+            let params = FitParams {
+                epochs: e,
+                batch_size: 1,
+                optimizer: AdamParams {
+                    lr: 1e-3,
+                    ..AdamParams::default()
+                },
+                schedule: LrSchedule::Constant,
+                validation_fraction: 0.0,
+                patience: 1,
+                seed: 0,
+            };
+            fit_classifier(
+                "test",
+                &net,
+                &x,
+                &[0],
+                &params,
+                &Device::Cpu,
+                &mut NoProgress,
+            )
+            .unwrap();
+            position.push(net.w.as_tensor().to_vec1::<f32>().unwrap()[0]);
+        }
+        position.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// Adam's first step moves a weight by lr (PyTorch's algorithm at t = 1, |g| >> eps): with
+    /// a 30x multiple from the start it moves 30 lr; with one warm-up epoch the first step is
+    /// lr and the second, at 30x, moves more than 10 lr (Adam's step at t = 2 for a gradient of
+    /// steady sign is about lr times the multiple).
+    #[test]
+    fn lr_scale_applies_after_the_warmup_epochs() {
+        let plain = steps(30.0, 0, 1);
+        assert!((plain[0] - 30e-3).abs() < 1e-5, "{plain:?}");
+        let warm = steps(30.0, 1, 2);
+        assert!((warm[0] - 1e-3).abs() < 1e-6, "{warm:?}");
+        assert!(warm[1] > 10e-3, "{warm:?}");
+    }
 }

@@ -9,15 +9,22 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cellident_cicl::{Cicl, CiclFit, CiclParams};
 use cellident_io::{ExpressionDataset, ParquetWriteOptions, Table, write_parquet};
-use cellident_preprocess::Pipeline;
-use cellident_preprocess::pipeline::Prepared;
-use cellident_tensor::{CheckParams, DenseMatrix};
+use cellident_tensor::CheckParams;
 use serde_json::json;
 
 use super::TaskSpec;
-use super::methods::{
-    ProgressBar, RunContext, RunOutput, clustering_metrics, labelled, log_hvg_recipe,
-};
+use super::methods::{ProgressBar, RunContext, RunOutput, clustering_metrics, labelled};
+
+/// Whether CICL's genes are scaled: `cellident_cicl::SCALE_GENES_DEFAULT` (no) unless
+/// `CELLIDENT_CICL_SCALE_GENES` says `1`/`true` or `0`/`false` (docs/cicl.md compares the two).
+fn scale_genes() -> Result<bool> {
+    match std::env::var("CELLIDENT_CICL_SCALE_GENES").as_deref() {
+        Err(_) => Ok(cellident_cicl::SCALE_GENES_DEFAULT),
+        Ok("1") | Ok("true") => Ok(true),
+        Ok("0") | Ok("false") => Ok(false),
+        Ok(other) => bail!("CELLIDENT_CICL_SCALE_GENES must be 0/1/true/false, got {other:?}"),
+    }
+}
 
 /// CICL's parameters for a run: cellident's defaults, then the suite's `params.cicl`, then a
 /// JSON object in `CELLIDENT_CICL_PARAMS` (e.g. `{"epochs": 10}`).
@@ -49,18 +56,14 @@ pub fn run_cicl(
     ctx: &RunContext,
 ) -> Result<Vec<RunOutput>> {
     let (d, y, enc) = labelled(data, &spec.label)?;
-    let recipe = log_hvg_recipe(&d);
-    let (_, out) = Pipeline::fit(&d, &recipe)?;
-    let Prepared::Sparse(p) = out else {
-        bail!("the CICL recipe returned dense data")
-    };
-    let x = DenseMatrix::new(p.n_cells(), p.n_genes(), p.matrix().to_dense())?;
+    let input = cellident_cicl::prepare_input(d, scale_genes()?)?;
+    let x = &input.values;
     let params = cicl_params(seed, ctx)?;
     let k = enc.classes.len();
     let t = Instant::now();
     let mut model = Cicl::new(params.check()?, candle_core::Device::Cpu);
     let mut bar = ProgressBar::new("CICL");
-    let fit = model.fit(&x, k, &mut bar)?;
+    let fit = model.fit(x, k, &mut bar)?;
     let train_seconds = t.elapsed().as_secs_f64();
     let mut metrics = BTreeMap::new();
     // The model's clusters (argmax q with the final centroids) are the method's result; k-means
@@ -69,14 +72,14 @@ pub fn run_cicl(
     scores("_kmeans", &y, &fit.kmeans_labels, &mut metrics)?;
     scores("_initial", &y, &fit.initial_labels, &mut metrics)?;
     if seed == 0 {
-        write_outputs(ctx, &p, &enc.classes, &y, &fit)?;
+        write_outputs(ctx, &input.cell_ids, &enc.classes, &y, &fit)?;
     }
     let config = json!({
-        "preprocessing": recipe,
+        "preprocessing": input.recipe,
         "model": params,
         "k": k,
-        "n_cells": p.n_cells(),
-        "n_genes": p.n_genes(),
+        "n_cells": x.n_rows,
+        "n_genes": x.n_cols,
         "loss_curve": fit.losses.iter().map(|l| l.total).collect::<Vec<_>>(),
         "refits": fit.refits,
     });
@@ -95,7 +98,7 @@ pub fn run_cicl(
 /// feature `h0..` per dimension, with the cell ids).
 fn write_outputs(
     ctx: &RunContext,
-    p: &ExpressionDataset,
+    cell_ids: &[String],
     classes: &[String],
     y: &[u32],
     fit: &CiclFit,
@@ -103,7 +106,7 @@ fn write_outputs(
     use cellident_io::csv_field as quote;
     std::fs::create_dir_all(&ctx.dir)?;
     let mut text = String::from("cell,label,cicl,cicl_kmeans,initial_kmeans\n");
-    for (i, cell) in p.cell_ids().iter().enumerate() {
+    for (i, cell) in cell_ids.iter().enumerate() {
         let _ = writeln!(
             text,
             "{},{},{},{},{}",
@@ -122,7 +125,7 @@ fn write_outputs(
     let features = (0..h.n_cols).map(|j| format!("h{j}")).collect();
     let embedding = ExpressionDataset::from_dense(
         &h.values,
-        p.cell_ids().to_vec(),
+        cell_ids.to_vec(),
         features,
         Table::empty(h.n_rows),
     )?;

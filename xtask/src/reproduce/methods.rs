@@ -367,6 +367,9 @@ fn run_nact(
             .insert("marker_hits_attention".into(), hits_attention as f64);
         out.metrics
             .insert("marker_hits_wilcoxon".into(), hits_wilcoxon as f64);
+        let hits_tfidf = super::markers::canonical_marker_hits(genes, &tfidf).map_or(0, |h| h.1);
+        out.metrics
+            .insert("marker_hits_attention_tfidf".into(), hits_tfidf as f64);
         // The same count for integrated gradients of each cell's true-class logit (reference:
         // the mean profile), ranked by mean attribution per type: what the trained network
         // uses, beside where its attention points.
