@@ -1,6 +1,6 @@
 //! Experiment driver behind the tables of docs/cicl.md: CICL on one dataset folder (Matrix
 //! Market layout) with CICL's input recipe (normalise + log1p for counts, top 2000 seurat HVGs,
-//! genes scaled when `CICL_SCALE=1`),
+//! genes scaled unless `CICL_UNSCALED=1`),
 //! printing per-epoch loss, the label movement at each re-fit, and ARI/NMI of the first k-means,
 //! the model's argmax q and k-means on the final embedding. Parameters from `CICL_PARAMS` (JSON
 //! override of `CiclParams::default()`; `CICL_REFERENCE=1` starts from `CiclParams::reference()`).
@@ -21,8 +21,8 @@ fn main() {
     let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
     let (keep, y) = enc.labelled_rows(&labels);
     let d = d.select_cells(&keep).unwrap();
-    // CICL's input recipe (genes scaled with CICL_SCALE=1).
-    let x = cellident_cicl::prepare_input(d, std::env::var("CICL_SCALE").is_ok())
+    // CICL's input recipe (genes scaled unless CICL_UNSCALED=1).
+    let x = cellident_cicl::prepare_input(d, std::env::var("CICL_UNSCALED").is_err())
         .unwrap()
         .values;
     let base = if std::env::var("CICL_REFERENCE").is_ok() {

@@ -5,7 +5,7 @@
 //! (methods.md §3; the choices are in docs/cicl.md).
 //!
 //! Input is a preprocessed `[cells, genes]` matrix (library-size normalised, log1p, top 2000
-//! HVGs, genes optionally scaled — [`input_recipe`], run by cellident-preprocess); k-means comes
+//! HVGs, genes scaled — [`input_recipe`], run by cellident-preprocess); k-means comes
 //! from cellident-preprocess. This crate does no file I/O and depends on no other model.
 
 pub mod augment;

@@ -1,9 +1,8 @@
 //! `cellident cluster`: unsupervised clusters of the cells of a dataset — Leiden on the
 //! 15-neighbour graph of PCA-50 (scanpy's default; K not needed), PCA-50 + k-means, or CICL —
 //! written as `cell,cluster` CSV. All three start from the standard recipe (counts normalised
-//! and logged, top 2,000 HVGs; `PipelineParams::log_hvg`); Leiden and k-means then scale the
-//! genes (unless `--no-scale`) for PCA, CICL only with `--cicl-scale-genes`
-//! (`cellident_cicl::input_recipe`).
+//! and logged, top 2,000 HVGs, genes scaled unless `--no-scale`; `PipelineParams::log_hvg`,
+//! `cellident_cicl::input_recipe`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -62,16 +61,13 @@ pub struct ClusterArgs {
     /// about 90x faster at a million cells, with a somewhat higher inertia (docs/benchmarks.md).
     #[arg(long)]
     minibatch: bool,
-    /// Leiden and k-means: PCA on the log-normalised HVGs without scaling them first (the
-    /// sparse matrix centred implicitly, as scanpy's `pca` on sparse input): no dense
-    /// `[cells, genes]` copy, so a million cells need about 2 GB (docs/scaling.md).
+    /// Do not scale the log-normalised HVGs to unit variance. Leiden and k-means: PCA on the
+    /// sparse matrix centred implicitly (as scanpy's `pca` on sparse input), no dense
+    /// `[cells, genes]` copy, so a million cells need about 2 GB (docs/scaling.md). CICL: the
+    /// encoder gets the log values (docs/cicl.md: worse on 6 of 8 datasets, better on the PBMC
+    /// and pancreas fixture subsets).
     #[arg(long)]
     no_scale: bool,
-    /// CICL: scale each gene to unit variance (clip 10) before the encoder. Off by default;
-    /// docs/cicl.md: much better on cell-line and embryo data (cellbench_3cl ARI 0.95 vs 0.43),
-    /// worse on droplet PBMC and pancreas data.
-    #[arg(long)]
-    cicl_scale_genes: bool,
     /// Seed of PCA, k-means, Leiden and CICL.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -128,9 +124,6 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     if a.embedding.is_some() && a.method != ClusterMethod::Cicl {
         bail!("--embedding is written by --method cicl only");
     }
-    if a.cicl_scale_genes && a.method != ClusterMethod::Cicl {
-        bail!("--cicl-scale-genes applies to --method cicl only (Leiden and k-means: --no-scale)");
-    }
     let say = |text: String| {
         if !quiet {
             eprintln!("{text}");
@@ -177,7 +170,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
         }
         ClusterMethod::Cicl => {
             let data = data.context("the dataset")?;
-            let input = cellident_cicl::prepare_input(data, a.cicl_scale_genes)
+            let input = cellident_cicl::prepare_input(data, scale)
                 .context("preprocessing (log, HVG, scaling)")?;
             let x = &input.values;
             let mut params = CiclParams {

@@ -486,25 +486,28 @@ fn cluster_with_leiden_kmeans_and_cicl() {
         &"--embedding",
         &emb,
     ]));
-    assert!(pollen_ari(&cicl) > 0.7);
-    // The same with scaled genes (docs/cicl.md: the first k-means 0.934 vs 0.880 on pollen).
-    let cicl_scaled = dir.path().join("cicl_scaled.csv");
+    let cicl_ari = pollen_ari(&cicl);
+    eprintln!("pollen CICL (2 epochs) ARI {cicl_ari:.3}");
+    assert!(cicl_ari > 0.88, "{cicl_ari}");
+    // The same with the log values unscaled (docs/cicl.md: the first k-means 0.880 on pollen,
+    // 0.934 scaled).
+    let cicl_unscaled = dir.path().join("cicl_unscaled.csv");
     ok(&cellident(&[
         &"cluster",
         &input,
         &"-o",
-        &cicl_scaled,
+        &cicl_unscaled,
         &"--method",
         &"cicl",
         &"--k",
         &"11",
         &"--epochs",
         &"1",
-        &"--cicl-scale-genes",
+        &"--no-scale",
     ]));
-    let scaled_ari = pollen_ari(&cicl_scaled);
-    eprintln!("pollen CICL (1 epoch) on scaled genes ARI {scaled_ari:.3}");
-    assert!(scaled_ari > 0.88, "{scaled_ari}");
+    let unscaled_cicl_ari = pollen_ari(&cicl_unscaled);
+    eprintln!("pollen CICL (1 epoch) on unscaled genes ARI {unscaled_cicl_ari:.3}");
+    assert!(unscaled_cicl_ari > 0.8, "{unscaled_cicl_ari}");
     let summary = inspect_json(&emb);
     assert_eq!(summary["n_cells"], 249);
     assert_eq!(
@@ -526,9 +529,6 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let out = cellident(&[&"cluster", &input, &"-o", &km, &"--embedding", &emb]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--method cicl"));
-    let out = cellident(&[&"cluster", &input, &"-o", &km, &"--cicl-scale-genes"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-scale"));
 }
 
 /// `cell -> (prediction, probability)` of an annotate output.

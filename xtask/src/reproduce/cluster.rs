@@ -15,7 +15,7 @@ use serde_json::json;
 use super::TaskSpec;
 use super::methods::{ProgressBar, RunContext, RunOutput, clustering_metrics, labelled};
 
-/// Whether CICL's genes are scaled: `cellident_cicl::SCALE_GENES_DEFAULT` (no) unless
+/// Whether CICL's genes are scaled: `cellident_cicl::SCALE_GENES_DEFAULT` (yes) unless
 /// `CELLIDENT_CICL_SCALE_GENES` says `1`/`true` or `0`/`false` (docs/cicl.md compares the two).
 fn scale_genes() -> Result<bool> {
     match std::env::var("CELLIDENT_CICL_SCALE_GENES").as_deref() {
