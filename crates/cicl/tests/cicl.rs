@@ -113,9 +113,9 @@ fn every_parameter_receives_a_gradient() {
     }
 }
 
-/// The pollen fixture (249 cells x 2000 genes, log-transformed values, 11 types) as a dense
-/// matrix with its labels.
-fn pollen() -> (DenseMatrix, Vec<u32>, usize) {
+/// The pollen fixture (249 cells x 2000 genes, log-transformed values, 11 types) with its
+/// encoded labels and the number of types.
+fn pollen_dataset() -> (cellident_io::ExpressionDataset, Vec<u32>, usize) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pollen_simlr");
     let d = cellident_io::read_mtx_folder(&root).unwrap();
     let labels = d.obs().labels("label").unwrap();
@@ -125,8 +125,14 @@ fn pollen() -> (DenseMatrix, Vec<u32>, usize) {
         .into_iter()
         .map(|c| c.unwrap())
         .collect();
+    (d, y, enc.classes.len())
+}
+
+/// The pollen fixture's values as they are (a dense matrix) with its labels.
+fn pollen() -> (DenseMatrix, Vec<u32>, usize) {
+    let (d, y, k) = pollen_dataset();
     let x = DenseMatrix::new(d.n_cells(), d.n_genes(), d.matrix().to_dense()).unwrap();
-    (x, y, enc.classes.len())
+    (x, y, k)
 }
 
 #[test]
@@ -196,15 +202,7 @@ fn bad_input_is_refused_with_a_message() {
 /// default encoder: 0.934 vs 0.880, docs/cicl.md).
 #[test]
 fn scaled_input_gives_cicl_a_better_first_kmeans_on_pollen() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pollen_simlr");
-    let d = cellident_io::read_mtx_folder(&root).unwrap();
-    let labels = d.obs().labels("label").unwrap();
-    let enc = cellident_preprocess::LabelEncoder::fit(&labels).unwrap();
-    let y: Vec<u32> = enc
-        .transform(&labels)
-        .into_iter()
-        .map(|c| c.unwrap())
-        .collect();
+    let (d, y, k) = pollen_dataset();
     let scaled = cellident_cicl::prepare_input(d.clone(), true).unwrap();
     let unscaled = cellident_cicl::prepare_input(d, false).unwrap();
     assert_eq!(scaled.values.n_cols, 2000);
@@ -225,7 +223,7 @@ fn scaled_input_gives_cicl_a_better_first_kmeans_on_pollen() {
         };
         let fit = Cicl::from_params(&params)
             .unwrap()
-            .fit(x, enc.classes.len(), &mut NoProgress)
+            .fit(x, k, &mut NoProgress)
             .unwrap();
         cellident_metrics::adjusted_rand_index(&y, &fit.initial_labels).unwrap()
     };
