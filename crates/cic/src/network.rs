@@ -2,8 +2,8 @@
 //! parameters (PyTorch's default `nn.Linear` initialisation).
 
 use candle_core::Tensor;
-use candle_nn::{Linear, Module, VarMap};
-use cellident_tensor::params::{SeededParams, torch_linear, var_named};
+use candle_nn::{Linear, VarMap};
+use cellident_tensor::params::{SeededParams, apply, torch_linear, var_named};
 use cellident_tensor::{Activation, FeedForwardLayer, Result};
 
 /// Layers of one CIC model. Shapes: input `[batch, genes]`, code `[batch, code_dim]`,
@@ -70,16 +70,16 @@ impl CicNetwork {
 
     /// The code of scaled profiles.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.activation.forward(&self.encoder_hidden.forward(x)?)?;
-        Ok(self.encoder_code.forward(&h)?)
+        let h = self.activation.forward(&apply(&self.encoder_hidden, x)?)?;
+        apply(&self.encoder_code, &h)
     }
 
     /// The reproduced (scaled) profiles of codes.
     pub fn decode(&self, code: &Tensor) -> Result<Tensor> {
         let h = self
             .activation
-            .forward(&self.decoder_hidden.forward(code)?)?;
-        Ok(self.decoder_out.forward(&h)?)
+            .forward(&apply(&self.decoder_hidden, code)?)?;
+        apply(&self.decoder_out, &h)
     }
 
     /// Class logits of codes (`None` without a classifier head).
@@ -88,10 +88,10 @@ impl CicNetwork {
             return Ok(None);
         };
         let h = match &head.hidden {
-            Some(l) => l.forward(code)?.relu()?,
+            Some(l) => apply(l, code)?.relu()?,
             None => code.clone(),
         };
-        Ok(Some(head.out.forward(&h)?))
+        Ok(Some(apply(&head.out, &h)?))
     }
 
     /// The encoder and classifier head as feed-forward layers (after the input transform).

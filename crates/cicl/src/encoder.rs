@@ -8,7 +8,7 @@
 
 use candle_core::{D, Tensor};
 use candle_nn::Linear;
-use cellident_tensor::nn::layer_norm;
+use cellident_tensor::nn::{layer_norm, linear};
 use cellident_tensor::params::{LayerNorm, SeededParams, apply, torch_linear};
 use cellident_tensor::{Result, TensorError};
 use rand::Rng;
@@ -94,7 +94,7 @@ impl EncoderLayer {
     /// `a = LN(fc(W_V x) + x)` (a parameter-free LayerNorm, as the reference creates a fresh one
     /// at every call), `x = LN1(x + drop(a))`, `x = LN2(x + drop(W2 drop(relu(W1 x))))`.
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        let attention = x.matmul(&self.w_v.t()?)?.matmul(&self.fc.t()?)?;
+        let attention = linear(&linear(x, &self.w_v, None)?, &self.fc, None)?;
         let a = layer_norm(&(attention + x)?, None, None, 1e-5)?;
         let x = self.ln1.forward(&(x + drop.apply(&a)?)?)?;
         let hidden = drop.apply(&apply(&self.ff1, &x)?.relu()?)?;

@@ -111,11 +111,7 @@ impl FeedForwardLayer {
                 x.broadcast_mul(scale)?.broadcast_add(shift)?
             }
             FeedForwardLayer::Linear { weight, bias } => {
-                let y = x.matmul(&weight.t()?)?;
-                match bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                }
+                crate::nn::linear(x, weight, bias.as_ref())?
             }
             FeedForwardLayer::Activation(a) => a.forward(x)?,
         })

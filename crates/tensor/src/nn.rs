@@ -4,7 +4,8 @@
 //! silently stop there (see `../shared/docs/dependencies.md`). These versions are built from
 //! differentiable primitives, and the tests check their gradients against finite differences.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, DType, Layout, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -244,6 +245,72 @@ impl CustomOp3 for FusedLayerNorm {
     }
 }
 
+/// A dense layer, `x W^T + b`: `x` `[batch, in]`, `weight` `[out, in]`, `bias` `[out]`; returns
+/// `[batch, out]` (higher-rank `x` broadcasts over its leading dimensions, as candle-nn's `Linear`).
+///
+/// Why not candle-nn's `Linear`: candle's backward of a matmul computes the gradient of *both*
+/// operands, including a network input that no variable depends on. For a first layer that is a
+/// `[batch, out] x [out, in]` product thrown away, plus a zero-filled `[batch, in]` buffer it is
+/// added to: a third of ACTINN's arithmetic per step, a ninth of N-ACT's. On the CPU, when `x`
+/// carries no gradient and `weight` does, this runs the same forward product as one custom op
+/// whose backward computes only `dW = grad^T x` (`[out, in]`, already in the weight's layout).
+/// Everywhere else (GPU, `x` tracked, rank > 2) it is the plain matmul.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let constant_input = x.device().is_cpu()
+        && x.rank() == 2
+        && !x.track_op()
+        && weight.track_op()
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32;
+    let y = if constant_input {
+        x.contiguous()?.apply_op2(weight, ConstantInputLinear)?
+    } else if x.rank() == 2 {
+        x.matmul(&weight.t()?)?
+    } else {
+        x.broadcast_matmul(&weight.t()?)?
+    };
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// `x W^T` for an input `x` that needs no gradient (see [`linear`]).
+struct ConstantInputLinear;
+
+impl CustomOp2 for ConstantInputLinear {
+    fn name(&self) -> &'static str {
+        "constant-input-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = x_layout.shape().dims2()?;
+        let (n, k_w) = w_layout.shape().dims2()?;
+        if k != k_w {
+            candle_core::bail!("linear: input has {k} features, weight expects {k_w}");
+        }
+        // The same gemm call that `x.matmul(&w.t())` makes, so the forward is bit-identical.
+        let y = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((y, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((None, Some(grad.t()?.matmul(x)?)))
+    }
+}
+
 /// Softmax over the last dimension, numerically stabilised, differentiable.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax(x, D::Minus1)?)
@@ -311,6 +378,71 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(g > 0.0);
+    }
+
+    #[test]
+    fn linear_on_a_constant_input_matches_autograd_and_skips_the_input_gradient() {
+        let dev = Device::Cpu;
+        // Irregular values so that every product term matters; 3 cells, 5 inputs, 4 outputs.
+        let xs: Vec<f32> = (0..15).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let ws: Vec<f32> = (0..20).map(|i| ((i * 5 % 13) as f32 - 6.0) / 7.0).collect();
+        let weights_out = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0], &dev).unwrap();
+        let x = Tensor::from_vec(xs.clone(), (3, 5), &dev).unwrap();
+        let w = Var::from_vec(ws.clone(), (4, 5), &dev).unwrap();
+        let b = Var::from_vec(vec![0.1f32, -0.2, 0.3, 0.0], 4, &dev).unwrap();
+
+        // The reference: candle-nn's Linear, whose backward also differentiates x.
+        let plain = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+        let y_plain = candle_core::Module::forward(&plain, &x).unwrap();
+        let y = linear(&x, w.as_tensor(), Some(b.as_tensor())).unwrap();
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            y_plain.to_vec2::<f32>().unwrap(),
+            "the forward is the same gemm call"
+        );
+        let loss = |y: &Tensor| y.broadcast_mul(&weights_out).unwrap().sum_all().unwrap();
+        let g_plain = loss(&y_plain).backward().unwrap();
+        let g = loss(&y).backward().unwrap();
+        for v in [&w, &b] {
+            let a = g
+                .get(v)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let r = g_plain
+                .get(v)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (a, r) in a.iter().zip(&r) {
+                assert!((a - r).abs() < 1e-5, "{a} vs {r}");
+            }
+        }
+        // dW[o, i] = sum over cells of weights_out[o] * x[c, i], computed by hand.
+        let dw = g.get(&w).unwrap().to_vec2::<f32>().unwrap();
+        let out = [1.0f32, -2.0, 0.5, 3.0];
+        for (o, row) in dw.iter().enumerate() {
+            for (i, &d) in row.iter().enumerate() {
+                let expected: f32 = (0..3).map(|c| out[o] * xs[c * 5 + i]).sum();
+                assert!((d - expected).abs() < 1e-5);
+            }
+        }
+        assert!(
+            g.get(&x).is_none(),
+            "no gradient is computed for the constant input"
+        );
+        assert!(g_plain.get(&x).is_some(), "candle's matmul computes one");
+
+        // A tracked input takes the plain path and still gets its gradient.
+        let xv = Var::from_vec(xs, (3, 5), &dev).unwrap();
+        let g = loss(&linear(xv.as_tensor(), w.as_tensor(), None).unwrap())
+            .backward()
+            .unwrap();
+        assert!(g.get(&xv).is_some());
     }
 
     #[test]

@@ -80,8 +80,13 @@ fn host_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
-/// Reads `var` and its gradient to host memory, lets `update(weights, grads)` change the
-/// weights in one fused loop, and writes them back. Variables without a gradient are skipped.
+/// Lets `update(weights, grads)` change `var` in one fused loop over its values. Variables
+/// without a gradient are skipped.
+///
+/// On the CPU, with f32 contiguous weights and gradient, the loop runs on the variable's own
+/// storage (a candle in-place op): no copy of the weights or the gradient is made, which for
+/// N-ACT's 12 M or CICL's 38 M parameters was several hundred MB of memory traffic per step.
+/// Elsewhere the values go through host memory and back.
 fn update_in_place(
     var: &Var,
     grads: &GradStore,
@@ -90,11 +95,61 @@ fn update_in_place(
     let Some(grad) = grads.get(var.as_tensor()) else {
         return Ok(());
     };
-    let g = host_values(grad)?;
-    let mut w = host_values(var.as_tensor())?;
-    update(&mut w, &g);
     let t = var.as_tensor();
+    let in_place = t.device().is_cpu()
+        && t.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && t.shape() == grad.shape()
+        && t.layout().contiguous_offsets().is_some()
+        && grad.layout().contiguous_offsets().is_some();
+    if in_place {
+        return t.inplace_op2(
+            grad,
+            &HostUpdate {
+                update: std::cell::RefCell::new(Some(update)),
+            },
+        );
+    }
+    let g = host_values(grad)?;
+    let mut w = host_values(t)?;
+    update(&mut w, &g);
     var.set(&Tensor::from_vec(w, t.shape(), t.device())?.to_dtype(t.dtype())?)
+}
+
+/// The in-place form of [`update_in_place`]: runs the update once on the weights' storage.
+struct HostUpdate<F> {
+    update: std::cell::RefCell<Option<F>>,
+}
+
+impl<F: FnOnce(&mut [f32], &[f32])> candle_core::InplaceOp2 for HostUpdate<F> {
+    fn name(&self) -> &'static str {
+        "optimizer-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        weights: &mut candle_core::CpuStorage,
+        weights_layout: &candle_core::Layout,
+        grad: &candle_core::CpuStorage,
+        grad_layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::CpuStorage::F32;
+        let (Some((w0, w1)), Some((g0, g1))) = (
+            weights_layout.contiguous_offsets(),
+            grad_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("optimizer update: weights and gradient must be contiguous");
+        };
+        let (F32(w), F32(g)) = (weights, grad) else {
+            candle_core::bail!("optimizer update: weights and gradient must be f32");
+        };
+        let update = self.update.borrow_mut().take();
+        match update {
+            Some(update) => update(&mut w[w0..w1], &g[g0..g1]),
+            None => candle_core::bail!("optimizer update applied twice"),
+        }
+        Ok(())
+    }
 }
 
 impl Adam {
@@ -157,21 +212,23 @@ impl Optimizer for Adam {
                 lr_scale,
             } = slot;
             let (step_size, lr) = (step_size * *lr_scale, lr * *lr_scale);
+            // The weight decay's two forms as coefficients, so that the loop has no branch and
+            // no bounds checks and the compiler vectorises it (a zero coefficient leaves every
+            // finite value unchanged, so the result is the same as skipping the term).
+            let (decay_weights, decay_grad) = match (wd != 0.0, p.decoupled) {
+                (true, true) => (lr * wd, 0.0),
+                (true, false) => (0.0, wd),
+                (false, _) => (0.0, 0.0),
+            };
             update_in_place(var, grads, |w, g| {
-                for i in 0..w.len() {
-                    let mut gi = g[i];
-                    if wd != 0.0 {
-                        if p.decoupled {
-                            w[i] -= lr * wd * w[i];
-                        } else {
-                            gi += wd * w[i];
-                        }
-                    }
-                    let m = b1 * ms[i] + (1.0 - b1) * gi;
-                    let v = b2 * vs[i] + (1.0 - b2) * gi * gi;
-                    ms[i] = m;
-                    vs[i] = v;
-                    w[i] -= step_size * m / (v.sqrt() / bc2_sqrt + eps);
+                debug_assert!(w.len() == g.len() && w.len() == ms.len() && w.len() == vs.len());
+                let moments = ms.iter_mut().zip(vs.iter_mut());
+                for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+                    let gi = g + decay_grad * *w;
+                    *w -= decay_weights * *w;
+                    *m = b1 * *m + (1.0 - b1) * gi;
+                    *v = b2 * *v + (1.0 - b2) * gi * gi;
+                    *w -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
                 }
             })?;
         }
@@ -336,6 +393,65 @@ mod tests {
                 (got[i] as f64 - ref_w[i]).abs() < 1e-5,
                 "{got:?} vs {ref_w:?}"
             );
+        }
+    }
+
+    /// The CPU f32 update runs on the variable's own storage: tensors that share it (a layer
+    /// built from the variable) see the new values, and the result equals the host-memory path
+    /// that other dtypes and devices take (here an f64 copy of the same problem).
+    #[test]
+    fn adam_updates_in_place_and_matches_the_host_path() {
+        let start = vec![0.5f32, -1.0, 2.0, 0.25];
+        let w32 = Var::from_vec(start.clone(), (2, 2), &Device::Cpu).unwrap();
+        let shared = w32.as_tensor().clone();
+        let w64 = Var::from_vec(
+            start.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            (2, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let params = AdamParams {
+            lr: 0.05,
+            ..AdamParams::default()
+        };
+        let mut o32 = Adam::new(vec![w32.clone()], params).unwrap();
+        let mut o64 = Adam::new(vec![w64.clone()], params).unwrap();
+        for _ in 0..4 {
+            let l32 = (w32.as_tensor() - 1.0)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let l64 = (w64.as_tensor() - 1.0)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            o32.backward_step(&l32).unwrap();
+            o64.backward_step(&l64).unwrap();
+        }
+        let a = w32
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = w64
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let c = shared.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            a, c,
+            "a tensor sharing the variable's storage sees the update"
+        );
+        for ((a, b), s) in a.iter().zip(&b).zip(&start) {
+            assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
+            assert!((a - s).abs() > 0.1, "the weights moved");
         }
     }
 

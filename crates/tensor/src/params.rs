@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::error::{Result, TensorError};
-use candle_core::{Device, Module, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{Linear, VarMap};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -156,7 +156,7 @@ impl LayerNorm {
     }
 }
 
-/// Applies a linear layer.
+/// Applies a linear layer through [`crate::nn::linear`] (no gradient for a constant input).
 pub fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
-    Ok(l.forward(x)?)
+    crate::nn::linear(x, l.weight(), l.bias())
 }
