@@ -402,8 +402,9 @@ fn step_name(s: &Step) -> &'static str {
 /// Training cells streamed from a Parquet dataset: each epoch visits the row groups in a
 /// seeded random order, fills a shuffle buffer of about `buffer_cells` cells, shuffles the
 /// cells inside it and cuts it into mini-batches (cells left over join the next buffer).
-/// Cells without a label are skipped. Memory: one buffer of preprocessed sparse cells plus
-/// one dense batch.
+/// Cells without a label are skipped. A reader thread prepares the next row groups while the
+/// model trains. Memory: one buffer of preprocessed sparse cells, up to two row groups read
+/// ahead, and one dense batch.
 #[derive(Debug)]
 pub struct ParquetBatchSource {
     dataset: ParquetDataset,
@@ -507,55 +508,97 @@ impl BatchSource for ParquetBatchSource {
         let mut rng = cellident_tensor::batch::rng_for(self.seed, 0x5EED_0000 + epoch as u64);
         let mut groups: Vec<usize> = (0..self.dataset.n_row_groups()).collect();
         groups.shuffle(&mut rng);
+        let n_groups = groups.len();
         let genes = self.n_genes();
-        let mut carry: (Vec<CsrMatrix>, Vec<u32>) = (Vec::new(), Vec::new());
-        let mut next = 0;
-        // At least one batch per buffer: the carried cells (fewer than a batch) never fill it
-        // alone, so every round reads a row group or ends the epoch.
-        let target = self.buffer_cells.max(batch_size);
-        while next < groups.len() || !carry.1.is_empty() {
-            let (mut parts, mut y) = std::mem::take(&mut carry);
-            while y.len() < target && next < groups.len() {
-                let (x, yg) = self.group(groups[next])?;
-                next += 1;
-                parts.push(x);
-                y.extend(yg);
-            }
-            let x = if parts.is_empty() {
-                CsrMatrix::zeros(0, genes)
-            } else {
-                CsrMatrix::vstack(&parts)?
-            };
-            let mut order: Vec<usize> = (0..y.len()).collect();
-            order.shuffle(&mut rng);
-            let last = next >= groups.len();
-            let mut chunks = order.chunks(batch_size).peekable();
-            while let Some(rows) = chunks.next() {
-                if rows.len() < batch_size && !last && chunks.peek().is_none() {
-                    // A partial batch waits for the next buffer.
-                    carry = (
-                        vec![x.select_rows(rows)],
-                        rows.iter().map(|&r| y[r]).collect(),
-                    );
-                    break;
+        let this: &ParquetBatchSource = self;
+        // A reader thread reads and preprocesses the row groups, in the epoch's order, while
+        // this thread trains on the current buffer: reading is single-threaded, and done in
+        // turn with training it left one of the two cores idle for a sixth of a streamed
+        // epoch. The channel holds one finished group, so memory is the buffer plus at most
+        // two row groups. The batches are the same as reading in turn (same order, same rng).
+        std::thread::scope(|scope| {
+            let (sender, groups_read) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                for g in groups {
+                    let group = this.group(g);
+                    let failed = group.is_err();
+                    // A closed channel means training stopped (an error): stop reading.
+                    if sender.send(group).is_err() || failed {
+                        break;
+                    }
                 }
-                let xb = cellident_tensor::batch::dense_rows(&x, rows, device)?;
-                let yb = cellident_tensor::batch::label_rows(&y, rows, device)?;
-                visit(&xb, &yb)?;
+            });
+            let next_group = || -> cellident_tensor::Result<(CsrMatrix, Vec<u32>)> {
+                groups_read.recv().map_err(|_| {
+                    TensorError::Source(format!(
+                        "{}: the reader thread stopped early",
+                        this.dataset.path().display()
+                    ))
+                })?
+            };
+            let mut carry: (Vec<CsrMatrix>, Vec<u32>) = (Vec::new(), Vec::new());
+            let mut next = 0;
+            // At least one batch per buffer: the carried cells (fewer than a batch) never fill
+            // it alone, so every round reads a row group or ends the epoch.
+            let target = this.buffer_cells.max(batch_size);
+            while next < n_groups || !carry.1.is_empty() {
+                let (mut parts, mut y) = std::mem::take(&mut carry);
+                while y.len() < target && next < n_groups {
+                    let (x, yg) = next_group()?;
+                    next += 1;
+                    parts.push(x);
+                    y.extend(yg);
+                }
+                let x = if parts.is_empty() {
+                    CsrMatrix::zeros(0, genes)
+                } else {
+                    CsrMatrix::vstack(&parts)?
+                };
+                let mut order: Vec<usize> = (0..y.len()).collect();
+                order.shuffle(&mut rng);
+                let last = next >= n_groups;
+                let mut chunks = order.chunks(batch_size).peekable();
+                while let Some(rows) = chunks.next() {
+                    if rows.len() < batch_size && !last && chunks.peek().is_none() {
+                        // A partial batch waits for the next buffer.
+                        carry = (
+                            vec![x.select_rows(rows)],
+                            rows.iter().map(|&r| y[r]).collect(),
+                        );
+                        break;
+                    }
+                    let xb = cellident_tensor::batch::dense_rows(&x, rows, device)?;
+                    let yb = cellident_tensor::batch::label_rows(&y, rows, device)?;
+                    visit(&xb, &yb)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn column_means(&mut self) -> cellident_tensor::Result<Vec<f32>> {
-        let mut sums = vec![0f64; self.n_genes()];
+        use rayon::prelude::*;
+        // Row groups are read and summed in parallel (one per thread at a time); the per-group
+        // sums are then added in group order, so the result does not depend on the threads.
+        let genes = self.n_genes();
+        let per_group = (0..self.dataset.n_row_groups())
+            .into_par_iter()
+            .map(|g| {
+                let (x, y) = self.group(g)?;
+                let mut sums = vec![0f64; genes];
+                for (&j, &v) in x.indices().iter().zip(x.data()) {
+                    sums[j as usize] += v as f64;
+                }
+                Ok((sums, y.len()))
+            })
+            .collect::<cellident_tensor::Result<Vec<_>>>()?;
+        let mut sums = vec![0f64; genes];
         let mut n = 0usize;
-        for g in 0..self.dataset.n_row_groups() {
-            let (x, y) = self.group(g)?;
-            for (&j, &v) in x.indices().iter().zip(x.data()) {
-                sums[j as usize] += v as f64;
+        for (group_sums, cells) in per_group {
+            for (s, g) in sums.iter_mut().zip(group_sums) {
+                *s += g;
             }
-            n += y.len();
+            n += cells;
         }
         let n = n.max(1) as f64;
         Ok(sums.into_iter().map(|s| (s / n) as f32).collect())
