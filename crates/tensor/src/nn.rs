@@ -403,21 +403,12 @@ mod tests {
         let loss = |y: &Tensor| y.broadcast_mul(&weights_out).unwrap().sum_all().unwrap();
         let g_plain = loss(&y_plain).backward().unwrap();
         let g = loss(&y).backward().unwrap();
+        let grad_of = |grads: &candle_core::backprop::GradStore, v: &Var| -> Vec<f32> {
+            let t = grads.get(v).unwrap();
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         for v in [&w, &b] {
-            let a = g
-                .get(v)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let r = g_plain
-                .get(v)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let (a, r) = (grad_of(&g, v), grad_of(&g_plain, v));
             for (a, r) in a.iter().zip(&r) {
                 assert!((a - r).abs() < 1e-5, "{a} vs {r}");
             }

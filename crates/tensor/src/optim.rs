@@ -334,6 +334,16 @@ mod tests {
     /// Adam's first step moves each weight by lr * g / (|g| + eps), i.e. by lr for |g| >> eps
     /// (PyTorch docs' algorithm box with bias correction at t = 1): a variable given a learning
     /// rate scale of 30 moves 30 times as far, the others as before.
+    /// `sum((w - target)^2)`, the objective the optimizer tests minimise.
+    fn squared_distance(w: &Var, target: f64) -> Tensor {
+        (w.as_tensor() - target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    }
+
     #[test]
     fn lr_scale_multiplies_one_variables_step() {
         let a = Var::from_vec(vec![0f32, 0.0], 2, &Device::Cpu).unwrap();
@@ -371,12 +381,7 @@ mod tests {
         let mut opt = Adam::new(vec![w.clone()], params).unwrap();
         let (mut ref_w, mut m, mut v) = ([0f64, 1.0], [0f64; 2], [0f64; 2]);
         for t in 1..=5 {
-            let loss = (w.as_tensor() - 3.0)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap();
+            let loss = squared_distance(&w, 3.0);
             opt.backward_step(&loss).unwrap();
             for i in 0..2 {
                 let g = 2.0 * (ref_w[i] - 3.0) + 0.01 * ref_w[i];
@@ -417,34 +422,13 @@ mod tests {
         let mut o32 = Adam::new(vec![w32.clone()], params).unwrap();
         let mut o64 = Adam::new(vec![w64.clone()], params).unwrap();
         for _ in 0..4 {
-            let l32 = (w32.as_tensor() - 1.0)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            let l64 = (w64.as_tensor() - 1.0)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            o32.backward_step(&l32).unwrap();
-            o64.backward_step(&l64).unwrap();
+            o32.backward_step(&squared_distance(&w32, 1.0)).unwrap();
+            o64.backward_step(&squared_distance(&w64, 1.0)).unwrap();
         }
-        let a = w32
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = w64
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let c = shared.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap();
+        let a = flat(w32.as_tensor()).to_vec1::<f32>().unwrap();
+        let b = flat(w64.as_tensor()).to_vec1::<f64>().unwrap();
+        let c = flat(&shared).to_vec1::<f32>().unwrap();
         assert_eq!(
             a, c,
             "a tensor sharing the variable's storage sees the update"
@@ -469,12 +453,7 @@ mod tests {
         .unwrap();
         let (mut rw, mut b) = (0f64, 0f64);
         for t in 0..4 {
-            let loss = (w.as_tensor() - 3.0)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap();
+            let loss = squared_distance(&w, 3.0);
             opt.backward_step(&loss).unwrap();
             let g = 2.0 * (rw - 3.0);
             b = if t == 0 { g } else { 0.9 * b + g };
