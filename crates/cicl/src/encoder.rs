@@ -11,7 +11,6 @@ use candle_nn::Linear;
 use cellident_tensor::nn::{layer_norm, linear};
 use cellident_tensor::params::{LayerNorm, SeededParams, apply, torch_linear};
 use cellident_tensor::{Result, TensorError};
-use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::params::CiclParams;
@@ -36,26 +35,10 @@ impl Dropout {
     }
 
     fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
-        let Some(rng) = self.rng.as_mut() else {
-            return Ok(x.clone());
-        };
-        if self.p <= 0.0 {
-            return Ok(x.clone());
+        match self.rng.as_mut() {
+            Some(rng) => cellident_tensor::nn::dropout(x, self.p, rng),
+            None => Ok(x.clone()),
         }
-        let keep = 1.0 - self.p;
-        let scale = (1.0 / keep) as f32;
-        let threshold = (keep * u32::MAX as f64) as u32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random::<u32>() < threshold {
-                    scale
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok(x.mul(&mask)?)
     }
 }
 

@@ -311,6 +311,31 @@ impl CustomOp2 for ConstantInputLinear {
     }
 }
 
+/// Inverted dropout with a mask drawn from `rng` (candle's CPU dropout cannot be seeded): each
+/// entry of `x` is kept with probability `1 - p` and scaled by `1 / (1 - p)`, else zeroed. The
+/// mask is a constant, so the gradient flows to `x` through the kept entries. `p <= 0` returns
+/// `x`. Draws one `u32` per entry, in row-major order.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut rand::rngs::StdRng) -> Result<Tensor> {
+    use rand::Rng;
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let threshold = (keep * u32::MAX as f64) as u32;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.random::<u32>() < threshold {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok(x.mul(&mask)?)
+}
+
 /// Softmax over the last dimension, numerically stabilised, differentiable.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax(x, D::Minus1)?)
@@ -505,5 +530,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Inverted dropout: about `1 - p` of the entries survive, scaled by `1 / (1 - p)` (so the
+    /// expected value is `x`); the same seed gives the same mask; the gradient is the mask.
+    #[test]
+    fn dropout_keeps_the_expected_fraction_scaled_and_is_seeded() {
+        use rand::SeedableRng;
+        let n = 20_000;
+        let x = Var::from_vec(vec![1.0f32; n], n, &Device::Cpu).unwrap();
+        let draw = |seed: u64| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            dropout(x.as_tensor(), 0.5, &mut rng).unwrap()
+        };
+        let y = draw(7);
+        let values = y.to_vec1::<f32>().unwrap();
+        let kept = values.iter().filter(|&&v| v != 0.0).count();
+        // Binomial(20000, 0.5): sd 71, so +-500 is seven standard deviations.
+        assert!((kept as i64 - 10_000).abs() < 500, "kept {kept}");
+        assert!(values.iter().all(|&v| v == 0.0 || v == 2.0));
+        assert_eq!(values, draw(7).to_vec1::<f32>().unwrap());
+        assert_ne!(values, draw(8).to_vec1::<f32>().unwrap());
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(g, values, "d(sum(mask * x))/dx = mask");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let same = dropout(x.as_tensor(), 0.0, &mut rng).unwrap();
+        assert_eq!(same.to_vec1::<f32>().unwrap(), vec![1.0f32; n]);
     }
 }
