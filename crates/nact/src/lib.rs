@@ -53,7 +53,10 @@ pub struct NactParams {
     #[serde(default)]
     pub scale_gamma: bool,
     /// Start the attention weights at zero (uniform attention) instead of Xavier-uniform
-    /// (the reference: off).
+    /// (the reference: off; the default: on). A Xavier start puts a random, type-dependent
+    /// preference on every gene's logit (`W_a (x - mean)` with random `W_a`); for types the
+    /// network separates early that preference is never trained away and fills their salient
+    /// lists with arbitrary genes, different for every seed (docs/nact.md).
     #[serde(default)]
     pub zero_attention_init: bool,
     /// Learning rate of the attention weight matrix `W_a` as a multiple of `lr` (its bias and
@@ -66,7 +69,7 @@ pub struct NactParams {
     /// Epochs at the start during which `W_a` trains at `lr` itself, before
     /// `attention_lr_scale` applies (0: from the first step). At 30x from the first step, Adam's
     /// first sign-sized moves commit the attention to what the randomly initialised layers
-    /// after it reward; a warm-up lets those layers learn first (docs/nact.md).
+    /// after it reward; a warm-up lets those layers learn first (docs/nact.md). Default 10.
     #[serde(default)]
     pub attention_warmup_epochs: usize,
     /// Train the attention logits as `W_a (x - mean) + b`, `mean` the training cells' mean
@@ -77,6 +80,15 @@ pub struct NactParams {
     /// (docs/nact.md). The reference: off.
     #[serde(default)]
     pub center_attention_input: bool,
+    /// The reference's masking dropout: during training, each entry of `x` that enters the gene
+    /// scores `gamma = alpha * dropout(x)` is zeroed with this probability (and the rest scaled
+    /// by `1 / (1 - p)`); `alpha` is computed from the unmasked `x`. The reference code has this
+    /// layer and sets it only in its contrastive mode (off in its supervised runs). Default
+    /// 0.5: with half of each cell's genes missing from `gamma` at every step, no single gene
+    /// carries a type, so the loss keeps rewarding attention on every gene that marks it —
+    /// the canonical markers of the types that are easy to separate included (docs/nact.md).
+    #[serde(default)]
+    pub masking_fraction: f64,
 }
 
 fn one() -> f64 {
@@ -96,10 +108,11 @@ impl Default for NactParams {
             patience: 5,
             seed: 12345,
             scale_gamma: false,
-            zero_attention_init: false,
+            zero_attention_init: true,
             attention_lr_scale: 30.0,
-            attention_warmup_epochs: 0,
+            attention_warmup_epochs: 10,
             center_attention_input: true,
+            masking_fraction: 0.5,
         }
     }
 }
@@ -110,6 +123,9 @@ impl NactParams {
         NactParams {
             attention_lr_scale: 1.0,
             center_attention_input: false,
+            zero_attention_init: false,
+            attention_warmup_epochs: 0,
+            masking_fraction: 0.0,
             ..NactParams::default()
         }
     }
@@ -155,6 +171,11 @@ impl CheckParams for NactParams {
             format!("must be > 0, got {}", self.lr)
         })?;
         ensure_param(
+            (0.0..1.0).contains(&self.masking_fraction),
+            "masking_fraction",
+            || format!("must be in [0, 1), got {}", self.masking_fraction),
+        )?;
+        ensure_param(
             self.attention_lr_scale > 0.0 && self.attention_lr_scale.is_finite(),
             "attention_lr_scale",
             || format!("must be > 0, got {}", self.attention_lr_scale),
@@ -177,6 +198,8 @@ pub struct Nact {
 
 struct Trainer<'a> {
     net: &'a NactNetwork,
+    /// Masking dropout of the gene-score input while training (probability, seeded masks).
+    masking: Option<(f64, std::cell::RefCell<rand::rngs::StdRng>)>,
     vars: Vec<Var>,
     /// The attention layer's variables with their learning-rate multiple.
     lr_scales: Vec<(Var, f64)>,
@@ -185,8 +208,14 @@ struct Trainer<'a> {
 }
 
 impl LogitNetwork for Trainer<'_> {
-    fn logits(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        Ok(self.net.forward(x)?.0)
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match (&self.masking, train) {
+            (Some((p, rng)), true) => {
+                let masked = cellident_tensor::nn::dropout(x, *p, &mut rng.borrow_mut())?;
+                Ok(self.net.forward_masked(x, &masked)?.0)
+            }
+            _ => Ok(self.net.forward(x)?.0),
+        }
     }
     fn vars(&self) -> Vec<Var> {
         self.vars.clone()
@@ -317,8 +346,15 @@ impl Nact {
         } else {
             vec![(var_named(&self.vars, "attention.weight")?, scale)]
         };
+        let p = self.config.params();
+        let masking = (p.masking_fraction > 0.0).then(|| {
+            use rand::SeedableRng;
+            let rng = rand::rngs::StdRng::seed_from_u64(p.seed ^ 0x6D61_736B);
+            (p.masking_fraction, std::cell::RefCell::new(rng))
+        });
         Ok(Trainer {
             net: self.net()?,
+            masking,
             vars: self.vars.all_vars(),
             lr_scales,
             warmup_epochs: self.config.params().attention_warmup_epochs,
@@ -408,6 +444,7 @@ impl Classifier for Nact {
         ensure_gene_count(MODEL_NAME, self.n_genes, x.n_cols())?;
         let trainer = Trainer {
             net: self.net()?,
+            masking: None,
             vars: Vec::new(),
             lr_scales: Vec::new(),
             warmup_epochs: 0,

@@ -196,8 +196,15 @@ impl NactNetwork {
 
     /// Logits `[batch, classes]` and attention weights `[batch, genes]`.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.forward_masked(x, x)
+    }
+
+    /// As [`NactNetwork::forward`], with the gene scores `gamma = alpha(x) * masked` (the
+    /// reference's masking dropout: `masked` is `x` with entries dropped, `alpha` still sees
+    /// all of `x`).
+    pub fn forward_masked(&self, x: &Tensor, masked: &Tensor) -> Result<(Tensor, Tensor)> {
         let alpha = self.attention.weights(x)?;
-        let mut gamma = (&alpha * x)?;
+        let mut gamma = (&alpha * masked)?;
         if self.gamma_scale != 1.0 {
             gamma = (gamma * self.gamma_scale)?;
         }

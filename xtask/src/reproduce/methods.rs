@@ -504,12 +504,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Issue #7's marker bar: on pbmc68k_reduced (the whole 700-cell dataset; the benchmark's
-    /// 80/20 split, seed 0) the default N-ACT's attention puts at least 8 of the 19 canonical
-    /// PBMC markers present in the input into the top 25 of a type they mark. Measured: 8 (the
-    /// released recipe: 3; the previous default, ×30 without centring: 7; a Wilcoxon ranking of
-    /// the same cells: 17). Other seeds of the initialisation give 2-7 on this small set
-    /// (docs/nact.md), so this pins the benchmark's seed, as `--check` does.
+    /// Issue #7's marker bar, over initialisation seeds: on pbmc68k_reduced (the whole 700-cell
+    /// dataset; the benchmark's 80/20 split) the default N-ACT's attention puts at least 8 of
+    /// the 19 canonical PBMC markers present in the input into the top 25 of a type they mark,
+    /// on average over the seeds 0-2, and never fewer than 6. Measured (2 threads): 8, 9, 9
+    /// (seeds 0-5: 8, 9, 9, 6, 6, 10). The default before the zero start, warm-up and masking
+    /// gave 8, 4, 2 (mean 4.3 over six seeds); the released recipe 3 at seed 0; a Wilcoxon
+    /// ranking of the same cells 17 (docs/nact.md).
     #[test]
     fn nact_attention_names_eight_canonical_markers_on_pbmc68k_reduced() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -526,14 +527,20 @@ mod tests {
             dir: dir.clone(),
             params: None,
         };
-        let out = run_nact(&data, &spec, 0, &ctx).unwrap();
+        let mut hits = Vec::new();
+        for seed in 0..3 {
+            let out = run_nact(&data, &spec, seed, &ctx).unwrap();
+            let m = &out[0].metrics;
+            eprintln!(
+                "seed {seed}: markers by attention {}, wilcoxon {}, accuracy {:.3}",
+                m["marker_hits_attention"], m["marker_hits_wilcoxon"], m["accuracy"]
+            );
+            assert_eq!(m["markers_in_input"], 19.0);
+            hits.push(m["marker_hits_attention"]);
+        }
         let _ = std::fs::remove_dir_all(&dir);
-        let m = &out[0].metrics;
-        eprintln!(
-            "markers: attention {}, wilcoxon {}, accuracy {:.3}",
-            m["marker_hits_attention"], m["marker_hits_wilcoxon"], m["accuracy"]
-        );
-        assert_eq!(m["markers_in_input"], 19.0);
-        assert!(m["marker_hits_attention"] >= 8.0, "{m:?}");
+        let mean = hits.iter().sum::<f64>() / hits.len() as f64;
+        assert!(mean >= 8.0, "markers by attention per seed: {hits:?}");
+        assert!(hits.iter().all(|&h| h >= 6.0), "{hits:?}");
     }
 }
