@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod qc;
 pub mod scale;
 pub mod select;
+pub mod sklearn_split;
 pub mod split;
 pub mod stream;
 
@@ -46,6 +47,7 @@ pub use pca::{Pca, PcaParams};
 pub use pipeline::{Pipeline, PipelineParams, Prepared, Step};
 pub use scale::Scaler;
 pub use select::{anova_f, anova_f_from_moments, top_by_f, top_genes_by_anova_f};
+pub use sklearn_split::sklearn_stratified_split;
 pub use split::{
     LabelEncoder, group_kfold, leave_one_group_out, stratified_kfold, stratified_split,
 };

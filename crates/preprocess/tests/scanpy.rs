@@ -475,3 +475,28 @@ fn neighbors_and_leiden_match_scanpy_and_leidenalg() {
         mean(&theirs)
     );
 }
+
+/// The anchors' split (anchors.md §A): scikit-learn 1.9.1
+/// `train_test_split(np.arange(700), test_size=0.2, stratify=obs["bulk_labels"], random_state=0)`
+/// on pbmc68k_reduced gives 140 test cells whose row indices sum to 48,477 and start
+/// 2, 7, 13, 26, 28, 48, …; `sklearn_stratified_split` draws the same cells.
+#[test]
+fn sklearn_split_matches_train_test_split_on_pbmc68k_reduced() {
+    let d = fixture("pbmc68k_reduced");
+    let labels = d.obs().labels("bulk_labels").unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let y: Vec<u32> = enc
+        .transform(&labels)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let (train, test) = sklearn_stratified_split(&y, 0.2, 0).unwrap();
+    assert_eq!((train.len(), test.len()), (560, 140));
+    assert_eq!(test.iter().sum::<usize>(), 48_477);
+    assert_eq!(
+        test[..20],
+        [
+            2, 7, 13, 26, 28, 48, 51, 57, 61, 64, 68, 69, 72, 89, 91, 98, 99, 101, 107, 115
+        ]
+    );
+}

@@ -238,8 +238,22 @@ fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Annotat
     let Prepared::Sparse(p) = out else {
         bail!("expected sparse data")
     };
-    let (train, test) = cellident_preprocess::stratified_split(&y, 0.2, 0)?;
-    let config = json!({"preprocessing": params, "split": "stratified 80/20, seed 0", "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len(), "classes": enc.classes});
+    // `CELLIDENT_SPLIT=sklearn`: the anchors' split (scikit-learn's `train_test_split`,
+    // random_state 0), to compare with anchors.md on the same test cells. The default stays
+    // cellident's own seeded split until the result tables are re-measured on the other.
+    let sklearn = std::env::var("CELLIDENT_SPLIT").is_ok_and(|v| v == "sklearn");
+    let (train, test, split) = if sklearn {
+        let (tr, te) = cellident_preprocess::sklearn_stratified_split(&y, 0.2, 0)?;
+        (
+            tr,
+            te,
+            "scikit-learn train_test_split 80/20, stratified, random_state 0",
+        )
+    } else {
+        let (tr, te) = cellident_preprocess::stratified_split(&y, 0.2, 0)?;
+        (tr, te, "stratified 80/20, seed 0")
+    };
+    let config = json!({"preprocessing": params, "split": split, "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len(), "classes": enc.classes});
     Ok(AnnotationData {
         xtr: p.matrix().select_rows(&train),
         ytr: pick(&y, &train),
