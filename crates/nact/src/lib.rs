@@ -69,9 +69,11 @@ pub struct NactParams {
     /// Epochs at the start during which `W_a` trains at `lr` itself, before
     /// `attention_lr_scale` applies (0: from the first step). At 30x from the first step, Adam's
     /// first sign-sized moves commit the attention to what the randomly initialised layers
-    /// after it reward; a warm-up lets those layers learn first (docs/nact.md). Default 10.
+    /// after it reward; a warm-up lets those layers learn first (docs/nact.md). `None` (the
+    /// default): a fifth of `epochs`, rounded — 10 of the recipe's 50, and a run shortened to
+    /// 10 epochs still trains the attention at its multiple for 8.
     #[serde(default)]
-    pub attention_warmup_epochs: usize,
+    pub attention_warmup_epochs: Option<usize>,
     /// Train the attention logits as `W_a (x - mean) + b`, `mean` the training cells' mean
     /// input, and fold `-W_a mean` into `b` afterwards, so the trained model is the method's
     /// `softmax(W_a x + b)`. A reparametrisation, not a new layer: log expression is never
@@ -110,7 +112,7 @@ impl Default for NactParams {
             scale_gamma: false,
             zero_attention_init: true,
             attention_lr_scale: 30.0,
-            attention_warmup_epochs: 10,
+            attention_warmup_epochs: None,
             center_attention_input: true,
             masking_fraction: 0.5,
         }
@@ -118,13 +120,19 @@ impl Default for NactParams {
 }
 
 impl NactParams {
+    /// The attention's warm-up in epochs: `attention_warmup_epochs`, or a fifth of `epochs`.
+    pub fn warmup_epochs(&self) -> usize {
+        self.attention_warmup_epochs
+            .unwrap_or_else(|| (self.epochs as f64 / 5.0).round() as usize)
+    }
+
     /// The released reference recipe exactly: one learning rate for every layer.
     pub fn reference() -> Self {
         NactParams {
             attention_lr_scale: 1.0,
             center_attention_input: false,
             zero_attention_init: false,
-            attention_warmup_epochs: 0,
+            attention_warmup_epochs: Some(0),
             masking_fraction: 0.0,
             ..NactParams::default()
         }
@@ -357,7 +365,7 @@ impl Nact {
             masking,
             vars: self.vars.all_vars(),
             lr_scales,
-            warmup_epochs: self.config.params().attention_warmup_epochs,
+            warmup_epochs: self.config.params().warmup_epochs(),
         })
     }
 
