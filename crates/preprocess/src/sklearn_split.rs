@@ -5,7 +5,8 @@
 //! replays numpy's MT19937 stream, its `permutation` and scikit-learn's `StratifiedShuffleSplit`
 //! allocation (`_approximate_mode`) exactly.
 
-use crate::{PreprocessError, Result, ensure};
+use crate::split::{by_class, ensure_test_fraction};
+use crate::{PreprocessError, Result};
 
 /// numpy's legacy `RandomState(seed)`: MT19937 seeded by `init_genrand`, 32-bit draws.
 struct LegacyRandomState {
@@ -123,22 +124,12 @@ pub fn sklearn_stratified_split(
     test_fraction: f64,
     seed: u32,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    ensure(
-        test_fraction > 0.0 && test_fraction < 1.0,
-        "test_fraction",
-        || format!("must be in (0, 1), got {test_fraction}"),
-    )?;
+    ensure_test_fraction(test_fraction)?;
     let n = labels.len();
     let n_test = (test_fraction * n as f64).ceil() as usize;
     let n_train = n.saturating_sub(n_test);
-    let mut classes: Vec<u32> = labels.to_vec();
-    classes.sort_unstable();
-    classes.dedup();
-    // Rows of each class in ascending order (numpy's stable argsort of the class index).
-    let members: Vec<Vec<usize>> = classes
-        .iter()
-        .map(|&c| (0..n).filter(|&i| labels[i] == c).collect())
-        .collect();
+    // Classes ascending, rows ascending within each (numpy's stable argsort of the class index).
+    let (classes, members): (Vec<u32>, Vec<Vec<usize>>) = by_class(labels).into_iter().unzip();
     if let Some((c, m)) = classes.iter().zip(&members).find(|(_, m)| m.len() < 2) {
         return Err(PreprocessError::Data(format!(
             "class {c} has {} member(s); a stratified split needs at least 2 per class",

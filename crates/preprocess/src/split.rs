@@ -62,12 +62,22 @@ impl LabelEncoder {
     }
 }
 
-fn by_class(labels: &[u32]) -> BTreeMap<u32, Vec<usize>> {
+/// Rows of each class, classes ascending and rows ascending within a class.
+pub(crate) fn by_class(labels: &[u32]) -> BTreeMap<u32, Vec<usize>> {
     let mut m: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, &l) in labels.iter().enumerate() {
         m.entry(l).or_default().push(i);
     }
     m
+}
+
+/// The test fraction of a train/test split must lie strictly between 0 and 1.
+pub(crate) fn ensure_test_fraction(test_fraction: f64) -> Result<()> {
+    ensure(
+        test_fraction > 0.0 && test_fraction < 1.0,
+        "test_fraction",
+        || format!("must be in (0, 1), got {test_fraction}"),
+    )
 }
 
 /// Stratified train/test split: in each class, `round(n_class * test_fraction)` samples go to
@@ -78,11 +88,7 @@ pub fn stratified_split(
     test_fraction: f64,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    ensure(
-        test_fraction > 0.0 && test_fraction < 1.0,
-        "test_fraction",
-        || format!("must be in (0, 1), got {test_fraction}"),
-    )?;
+    ensure_test_fraction(test_fraction)?;
     let mut rng = cellident_tensor::batch::rng_for(seed, 0x5_1717);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (_, mut members) in by_class(labels) {

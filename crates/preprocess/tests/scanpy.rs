@@ -21,6 +21,18 @@ fn fixture(name: &str) -> ExpressionDataset {
     .unwrap()
 }
 
+/// The class encoder and every cell's class index of a label column with no missing values.
+fn class_codes(d: &ExpressionDataset, column: &str) -> (LabelEncoder, Vec<u32>) {
+    let labels = d.obs().labels(column).unwrap();
+    let enc = LabelEncoder::fit(&labels).unwrap();
+    let y = enc
+        .transform(&labels)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    (enc, y)
+}
+
 fn reference() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference/scanpy.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -315,13 +327,7 @@ fn qc_filters_count_what_they_remove() {
 fn wilcoxon_markers_match_scanpy() {
     let r = &reference()["wilcoxon_pbmc68k_bulk_labels_25"]["groups"];
     let d = fixture("pbmc68k_reduced");
-    let labels = d.obs().labels("bulk_labels").unwrap();
-    let enc = LabelEncoder::fit(&labels).unwrap();
-    let y: Vec<u32> = enc
-        .transform(&labels)
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let (enc, y) = class_codes(&d, "bulk_labels");
     let scores = markers::wilcoxon_scores(d.matrix(), &y, enc.classes.len()).unwrap();
     let top = markers::top_genes(&scores, 25);
     for (k, class) in enc.classes.iter().enumerate() {
@@ -483,13 +489,7 @@ fn neighbors_and_leiden_match_scanpy_and_leidenalg() {
 #[test]
 fn sklearn_split_matches_train_test_split_on_pbmc68k_reduced() {
     let d = fixture("pbmc68k_reduced");
-    let labels = d.obs().labels("bulk_labels").unwrap();
-    let enc = LabelEncoder::fit(&labels).unwrap();
-    let y: Vec<u32> = enc
-        .transform(&labels)
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let (_, y) = class_codes(&d, "bulk_labels");
     let (train, test) = sklearn_stratified_split(&y, 0.2, 0).unwrap();
     assert_eq!((train.len(), test.len()), (560, 140));
     assert_eq!(test.iter().sum::<usize>(), 48_477);
