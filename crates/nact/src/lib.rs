@@ -348,13 +348,13 @@ impl Nact {
 impl Nact {
     /// The network with its variables and the attention's learning-rate multiple.
     fn trainer(&self) -> Result<Trainer<'_>> {
-        let scale = self.config.params().attention_lr_scale;
+        let p = self.config.params();
+        let scale = p.attention_lr_scale;
         let lr_scales = if scale == 1.0 {
             Vec::new()
         } else {
             vec![(var_named(&self.vars, "attention.weight")?, scale)]
         };
-        let p = self.config.params();
         let masking = (p.masking_fraction > 0.0).then(|| {
             use rand::SeedableRng;
             let rng = rand::rngs::StdRng::seed_from_u64(p.seed ^ 0x6D61_736B);
@@ -365,7 +365,7 @@ impl Nact {
             masking,
             vars: self.vars.all_vars(),
             lr_scales,
-            warmup_epochs: self.config.params().warmup_epochs(),
+            warmup_epochs: p.warmup_epochs(),
         })
     }
 

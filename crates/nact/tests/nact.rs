@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use cellident_io::{ExpressionDataset, read_mtx_folder};
+use cellident_io::{CsrMatrix, ExpressionDataset, read_mtx_folder};
 use cellident_nact::*;
 use cellident_preprocess::{LabelEncoder, stratified_split};
 use cellident_tensor::{CheckParams, Classifier, DenseMatrix, StreamingClassifier};
@@ -25,6 +25,35 @@ fn data() -> (ExpressionDataset, Vec<u32>, LabelEncoder) {
         .map(Option::unwrap)
         .collect();
     (d, y, enc)
+}
+
+/// The fixture on the benchmark's stratified 80/20 split (seed 0).
+struct Split {
+    d: ExpressionDataset,
+    y: Vec<u32>,
+    enc: LabelEncoder,
+    train: Vec<usize>,
+    xtr: CsrMatrix,
+    ytr: Vec<u32>,
+    xte: CsrMatrix,
+    yte: Vec<u32>,
+    k: usize,
+}
+
+fn split() -> Split {
+    let (d, y, enc) = data();
+    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
+    Split {
+        xtr: d.matrix().select_rows(&train),
+        ytr: train.iter().map(|&i| y[i]).collect(),
+        xte: d.matrix().select_rows(&test),
+        yte: test.iter().map(|&i| y[i]).collect(),
+        k: enc.classes.len(),
+        d,
+        y,
+        enc,
+        train,
+    }
 }
 
 #[test]
@@ -75,13 +104,16 @@ fn every_parameter_receives_a_gradient() {
 
 #[test]
 fn nact_and_actinn_learn_and_checkpoints_round_trip() {
-    let (d, y, enc) = data();
-    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
-    let xtr = d.matrix().select_rows(&train);
-    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
-    let xte = d.matrix().select_rows(&test);
-    let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
-    let k = enc.classes.len();
+    let Split {
+        d,
+        enc,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        k,
+        ..
+    } = split();
 
     let config = NactParams {
         epochs: 30,
@@ -190,17 +222,20 @@ fn zero_attention_init_starts_uniform() {
 /// Mean pairwise Jaccard overlap of the cell types' top-25 genes by summed attention, after
 /// training with `params` on the 80/20 split of the fixture (attention over all cells).
 fn attention_list_overlap(params: NactParams) -> (f64, f64) {
-    let (d, y, enc) = data();
-    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
-    let xtr = d.matrix().select_rows(&train);
-    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
-    let k = enc.classes.len();
+    let Split {
+        d,
+        y,
+        enc,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        k,
+        ..
+    } = split();
     let mut nact = Nact::new(params.check().unwrap(), Device::Cpu);
     nact.fit_quiet(&xtr, &ytr, k).unwrap();
-    let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
-    let acc =
-        cellident_metrics::accuracy(&yte, &nact.predict(&d.matrix().select_rows(&test)).unwrap())
-            .unwrap();
+    let acc = cellident_metrics::accuracy(&yte, &nact.predict(&xte).unwrap()).unwrap();
     let alpha = nact.attention_weights(d.matrix()).unwrap();
     let pred = nact.predict(d.matrix()).unwrap();
     let (sums, _) = attention_sums(&alpha.values, d.n_genes(), &y, &pred, k);
@@ -255,13 +290,17 @@ fn streamed_training_matches_in_memory_training() {
     use cellident_preprocess::{Pipeline, PipelineParams};
     use cellident_tensor::{NoProgress, RowsSource};
 
-    let (d, y, enc) = data();
-    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
-    let xtr = d.matrix().select_rows(&train);
-    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
-    let xte = d.matrix().select_rows(&test);
-    let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
-    let k = enc.classes.len();
+    let Split {
+        d,
+        enc,
+        train,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        k,
+        ..
+    } = split();
     let config = NactParams {
         epochs: 30,
         ..NactParams::default()
@@ -320,12 +359,9 @@ fn streamed_training_matches_in_memory_training() {
 /// learned (a different model than without them). Out-of-range fractions are refused by name.
 #[test]
 fn masking_dropout_is_seeded_and_only_active_in_training() {
-    let (d, y, enc) = data();
-    let (train, test) = stratified_split(&y, 0.2, 0).unwrap();
-    let xtr = d.matrix().select_rows(&train);
-    let ytr: Vec<u32> = train.iter().map(|&i| y[i]).collect();
-    let xte = d.matrix().select_rows(&test);
-    let k = enc.classes.len();
+    let Split {
+        xtr, ytr, xte, k, ..
+    } = split();
     let fit = |masking_fraction: f64| {
         let params = NactParams {
             epochs: 3,
