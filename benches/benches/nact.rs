@@ -5,6 +5,9 @@
 //! - `train_step_batch512`: one training step as `Nact::fit` takes it: forward, softmax
 //!   cross-entropy, backward, Adam update of all 18 parameter tensors (anchors.md §A: the
 //!   PyTorch reference takes 450 ms median, 334 ms best, per step at G = 2,000, batch 512).
+//! - `train_step_batch512_masked`: the same step with the default masking dropout
+//!   (`NactParams::masking_fraction` = 0.5: a seeded mask of the batch, `gamma = alpha(x) *
+//!   dropout(x)`), what `Nact::fit` takes by default since 2026-11-22.
 //! - `predict_20000_cells`: class probabilities of 20,000 cells in `Nact::predict_proba`'s
 //!   batches of 2,048. FLOPs per cell = 2·(3·G² + 2·(2·128·G) + C·G) ≈ 26.1 M (attention and
 //!   two projections G×G, the shared feed-forward block used twice, the head), so cells/s x
@@ -76,6 +79,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("train_step_batch512", |b| {
         b.iter(|| {
             let logits = net.forward(&xb).expect("forward").0;
+            let loss = cellident_tensor::nn::cross_entropy(&logits, &yb).expect("loss");
+            opt.backward_step(&loss).expect("step");
+        })
+    });
+    let mut mask_rng = rand::rngs::StdRng::seed_from_u64(7);
+    g.bench_function("train_step_batch512_masked", |b| {
+        b.iter(|| {
+            let masked = cellident_tensor::nn::dropout(&xb, 0.5, &mut mask_rng).expect("mask");
+            let logits = net.forward_masked(&xb, &masked).expect("forward").0;
             let loss = cellident_tensor::nn::cross_entropy(&logits, &yb).expect("loss");
             opt.backward_step(&loss).expect("step");
         })

@@ -233,19 +233,22 @@ fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     Ok((x.relu()? + (x.neg()?.relu()? * (-slope))?)?)
 }
 
-/// ACTINN: `G -> 100 -> 50 -> 25 -> C` with ReLU (PyTorch default initialisation).
+/// ACTINN: `G -> 100 -> 50 -> 25 -> C` with ReLU; Xavier-uniform weights, bias 0.01
+/// (ACTINN-PyTorch applies its `init_weights` to every `nn.Linear`).
 #[derive(Debug, Clone)]
 pub struct ActinnNetwork {
     layers: Vec<Linear>,
 }
 
 impl ActinnNetwork {
-    pub fn new(genes: usize, classes: usize, vb: &SeededParams) -> Result<Self> {
+    /// `xavier`: Xavier-uniform weights with bias 0.01, else PyTorch's default `nn.Linear` start.
+    pub fn new(genes: usize, classes: usize, xavier: bool, vb: &SeededParams) -> Result<Self> {
         let dims = [genes, 100, 50, 25, classes];
+        let init = if xavier { xavier_linear } else { torch_linear };
         let layers = dims
             .windows(2)
             .enumerate()
-            .map(|(i, w)| torch_linear(w[0], w[1], &vb.pp(format!("fc{}", i + 1))))
+            .map(|(i, w)| init(w[0], w[1], &vb.pp(format!("fc{}", i + 1))))
             .collect::<Result<Vec<_>>>()?;
         Ok(ActinnNetwork { layers })
     }

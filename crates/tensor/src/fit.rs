@@ -45,6 +45,7 @@ impl FitParams {
             "validation_fraction",
             || format!("must be in [0, 0.9), got {}", self.validation_fraction),
         )?;
+        self.schedule.check()?;
         self.optimizer.check()
     }
 }
@@ -296,8 +297,9 @@ pub fn fit_classifier_source(
         batches_per_epoch: n_batches,
     });
     let mut report = TrainReport::default();
+    let mut step = 0usize;
     for epoch in 0..params.epochs {
-        let lr = params.schedule.lr_at(params.optimizer.lr, epoch);
+        let lr = params.schedule.lr_at_step(params.optimizer.lr, epoch, step);
         opt.set_learning_rate(lr);
         if epoch == 0 || epoch == warmup {
             for (var, scale) in &lr_scales {
@@ -306,6 +308,10 @@ pub fn fit_classifier_source(
         }
         let (mut sum, mut seen, mut b) = (0f64, 0usize, 0usize);
         source.for_each_batch(epoch, params.batch_size, device, &mut |xb, yb| {
+            if params.schedule.is_per_step() {
+                opt.set_learning_rate(params.schedule.lr_at_step(params.optimizer.lr, epoch, step));
+            }
+            step += 1;
             let loss = crate::nn::cross_entropy(&net.logits(xb, true)?, yb)?;
             let value = loss.to_scalar::<f32>()?;
             check_loss(value, epoch, b)?;

@@ -127,7 +127,7 @@ pub fn xavier_linear(in_dim: usize, out_dim: usize, p: &SeededParams) -> Result<
 }
 
 /// `nn.Linear` with PyTorch's default initialisation (U(-1/sqrt(in), 1/sqrt(in)) for weight and
-/// bias), as ACTINN-PyTorch uses.
+/// bias), what a `torch.nn.Linear` starts with when no `init_weights` is applied.
 pub fn torch_linear(in_dim: usize, out_dim: usize, p: &SeededParams) -> Result<Linear> {
     let bound = 1.0 / (in_dim as f64).sqrt();
     let w = p.uniform("weight", &[out_dim, in_dim], bound)?;

@@ -18,6 +18,10 @@ pub enum LrSchedule {
     StepDecay { factor: f64, every: usize },
     /// Cosine annealing from the base rate to `min_lr` over `total_epochs`.
     Cosine { total_epochs: usize, min_lr: f64 },
+    /// Multiply by `factor` after every `every` optimiser steps, counted over the whole run
+    /// (ACTINN-PyTorch: `ExponentialLR(0.95)` stepped after step `i` when `i % 1000 == 0`,
+    /// `i > 0`, so steps `0..=1000` use the base rate and `1001..=2000` the base × 0.95).
+    MultiplyEverySteps { factor: f64, every: usize },
 }
 
 impl LrSchedule {
@@ -29,10 +33,58 @@ impl LrSchedule {
         }
     }
 
-    /// The rate during epoch `epoch`.
+    /// ACTINN-PyTorch's schedule: × 0.95 every 1,000 steps.
+    pub fn actinn_default() -> Self {
+        LrSchedule::MultiplyEverySteps {
+            factor: 0.95,
+            every: 1000,
+        }
+    }
+
+    /// Whether the rate changes between the steps of one epoch (so a training loop must ask
+    /// [`LrSchedule::lr_at_step`] before each step, not only [`LrSchedule::lr_at`] per epoch).
+    pub fn is_per_step(&self) -> bool {
+        matches!(self, LrSchedule::MultiplyEverySteps { .. })
+    }
+
+    /// Checks the ranges (`factor > 0`, `every >= 1`).
+    pub fn check(&self) -> Result<()> {
+        match self {
+            LrSchedule::MultiplyAfterEpochs { factor, .. }
+            | LrSchedule::StepDecay { factor, .. }
+            | LrSchedule::MultiplyEverySteps { factor, .. } => {
+                ensure_param(
+                    *factor > 0.0 && factor.is_finite(),
+                    "schedule.factor",
+                    || format!("must be > 0, got {factor}"),
+                )?;
+            }
+            LrSchedule::Constant | LrSchedule::Cosine { .. } => {}
+        }
+        if let LrSchedule::MultiplyEverySteps { every, .. } = self {
+            ensure_param(*every >= 1, "schedule.every", || {
+                "must be at least 1 step".into()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The rate of the optimiser step `step` (0-based, counted over the whole run) during
+    /// epoch `epoch`: [`LrSchedule::lr_at`] for the per-epoch schedules.
+    pub fn lr_at_step(&self, base: f64, epoch: usize, step: usize) -> f64 {
+        match self {
+            LrSchedule::MultiplyEverySteps { factor, every } => {
+                base * factor.powi((step.saturating_sub(1) / (*every).max(1)) as i32)
+            }
+            _ => self.lr_at(base, epoch),
+        }
+    }
+
+    /// The rate during epoch `epoch` (for a per-step schedule, the rate of its first step when
+    /// nothing is known of the steps: the base rate).
     pub fn lr_at(&self, base: f64, epoch: usize) -> f64 {
         match self {
-            LrSchedule::Constant => base,
+            LrSchedule::Constant | LrSchedule::MultiplyEverySteps { .. } => base,
             LrSchedule::MultiplyAfterEpochs { factor, epochs } => {
                 base * factor.powi(epochs.iter().filter(|&&m| m < epoch).count() as i32)
             }
@@ -202,6 +254,28 @@ mod tests {
         assert_eq!(s.lr_at(1e-4, 25), 1e-4);
         assert!((s.lr_at(1e-4, 26) - 0.95e-4).abs() < 1e-15);
         assert!((s.lr_at(1e-4, 49) - 1e-4 * 0.95f64.powi(5)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn actinn_schedule_decays_after_every_thousand_steps_as_pytorch() {
+        // torch: opt.step(); if i % 1000 == 0 and i != 0: ExponentialLR(0.95).step() — so
+        // step 1000 still runs at the base rate and step 1001 at 0.95 of it.
+        let s = LrSchedule::actinn_default();
+        assert!(s.is_per_step());
+        assert_eq!(s.lr_at_step(1e-4, 0, 0), 1e-4);
+        assert_eq!(s.lr_at_step(1e-4, 7, 1000), 1e-4);
+        assert!((s.lr_at_step(1e-4, 7, 1001) - 0.95e-4).abs() < 1e-15);
+        assert!((s.lr_at_step(1e-4, 9, 2000) - 0.95e-4).abs() < 1e-15);
+        assert!((s.lr_at_step(1e-4, 9, 2001) - 1e-4 * 0.9025).abs() < 1e-15);
+        assert!(!LrSchedule::nact_default().is_per_step());
+        assert!(
+            LrSchedule::MultiplyEverySteps {
+                factor: 0.95,
+                every: 0
+            }
+            .check()
+            .is_err()
+        );
     }
 
     #[test]
