@@ -177,9 +177,10 @@ fn actinn_reference_initialisation_learns_the_small_types() {
         k,
         ..
     } = split();
+    let seeds = 12345..12348u64;
     let mean_macro_f1 = |xavier_init: bool| {
         let mut sum = 0.0;
-        for seed in 12345..12348 {
+        for seed in seeds.clone() {
             let params = ActinnParams {
                 xavier_init,
                 seed,
@@ -189,7 +190,7 @@ fn actinn_reference_initialisation_learns_the_small_types() {
             m.fit_quiet(&xtr, &ytr, k).unwrap();
             sum += cellident_metrics::f1_macro(&yte, &m.predict(&xte).unwrap()).unwrap();
         }
-        sum / 3.0
+        sum / seeds.clone().count() as f64
     };
     let (xavier, torch_default) = (mean_macro_f1(true), mean_macro_f1(false));
     eprintln!("ACTINN macro-F1: Xavier start {xavier:.3}, torch default start {torch_default:.3}");

@@ -9,8 +9,8 @@
 //!   keeping their fitted parameters for query data;
 //! - the kNN graph with UMAP connectivities ([`neighbors`]) and Leiden communities on it
 //!   ([`leiden`]), scanpy's `pp.neighbors` + `tl.leiden`;
-//! - splits and label encoding ([`split`]; scikit-learn's stratified `train_test_split` in [`sklearn_split`]); supervised gene selection by the ANOVA F-statistic
-//!   ([`select`]);
+//! - splits and label encoding ([`split`]; scikit-learn's stratified `train_test_split` in
+//!   [`sklearn_split`]); supervised gene selection by the ANOVA F-statistic ([`select`]);
 //! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
 //!   checkpoints);
 //! - streaming ([`stream`]): the sparse recipe fitted in one pass over a Parquet dataset,

@@ -49,24 +49,22 @@ impl LrSchedule {
 
     /// Checks the ranges (`factor > 0`, `every >= 1`).
     pub fn check(&self) -> Result<()> {
-        match self {
+        let factor = match self {
             LrSchedule::MultiplyAfterEpochs { factor, .. }
-            | LrSchedule::StepDecay { factor, .. }
-            | LrSchedule::MultiplyEverySteps { factor, .. } => {
-                ensure_param(
-                    *factor > 0.0 && factor.is_finite(),
-                    "schedule.factor",
-                    || format!("must be > 0, got {factor}"),
-                )?;
+            | LrSchedule::StepDecay { factor, .. } => *factor,
+            LrSchedule::MultiplyEverySteps { factor, every } => {
+                ensure_param(*every >= 1, "schedule.every", || {
+                    "must be at least 1 step".into()
+                })?;
+                *factor
             }
-            LrSchedule::Constant | LrSchedule::Cosine { .. } => {}
-        }
-        if let LrSchedule::MultiplyEverySteps { every, .. } = self {
-            ensure_param(*every >= 1, "schedule.every", || {
-                "must be at least 1 step".into()
-            })?;
-        }
-        Ok(())
+            LrSchedule::Constant | LrSchedule::Cosine { .. } => return Ok(()),
+        };
+        ensure_param(
+            factor > 0.0 && factor.is_finite(),
+            "schedule.factor",
+            || format!("must be > 0, got {factor}"),
+        )
     }
 
     /// The rate of the optimiser step `step` (0-based, counted over the whole run) during
