@@ -13,9 +13,9 @@
 //!   [`sklearn_split`]); supervised gene selection by the ANOVA F-statistic ([`select`]);
 //! - a recorded [`pipeline::Pipeline`] that replays the same steps on new data (saved in model
 //!   checkpoints);
-//! - streaming ([`stream`]): the sparse recipe fitted in one pass over a Parquet dataset,
-//!   replayed batch by batch, and a shuffle-buffer [`stream::ParquetBatchSource`] for training
-//!   on more cells than fit in memory.
+//! - streaming ([`stream`]): the recipe fitted in passes over a Parquet dataset (the sparse
+//!   steps in one; scaling and PCA one more each), replayed batch by batch, and a shuffle-buffer
+//!   [`stream::ParquetBatchSource`] for training on more cells than fit in memory.
 //!
 //! It works on `cellident-io` data types; it reads files only through cellident-io's Parquet
 //! reader (streaming) and never writes any.

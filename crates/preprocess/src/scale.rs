@@ -24,6 +24,19 @@ impl Scaler {
             ensure(c > 0.0, "max_value", || format!("must be > 0, got {c}"))?;
         }
         let (mean, var) = gene_mean_var(m);
+        Self::from_mean_var(mean, &var, max_value)
+    }
+
+    /// The scaler of cells summarised by their per-gene mean and unbiased variance (ddof 1),
+    /// e.g. gathered in a streamed pass ([`crate::stream::GeneMoments::mean_var`]): the same
+    /// statistics as [`Scaler::fit`] on the cells themselves.
+    pub fn from_mean_var(mean: Vec<f64>, var: &[f64], max_value: Option<f64>) -> Result<Self> {
+        if let Some(c) = max_value {
+            ensure(c > 0.0, "max_value", || format!("must be > 0, got {c}"))?;
+        }
+        ensure(mean.len() == var.len(), "var", || {
+            format!("{} means but {} variances", mean.len(), var.len())
+        })?;
         let std = var
             .iter()
             .map(|&v| if v > 0.0 { v.sqrt() } else { 1.0 })

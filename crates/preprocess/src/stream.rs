@@ -5,14 +5,19 @@
 //! groups. Memory is bounded by the buffer, never by the number of cells.
 //!
 //! Streaming covers the sparse recipes every classifier starts from (normalize_total, log1p,
-//! `seurat` HVG); scaling and PCA need the data in memory ([`crate::Pipeline::fit`]).
+//! `seurat` HVG) and the dense steps after them (scaling, PCA): one pass over the file per
+//! statistic — HVG moments, scaling moments, the scatter matrix of the PCA — then
+//! [`transform_streaming`] scores the cells a batch at a time. `seurat_v3` needs the counts in
+//! memory ([`crate::Pipeline::fit`]).
 
 use cellident_io::{CsrMatrix, ParquetDataset, align_genes};
 use cellident_tensor::candle_core::{Device, Tensor};
-use cellident_tensor::{BatchSource, TensorError};
+use cellident_tensor::{BatchSource, DenseMatrix, TensorError};
 
 use crate::hvg::{HvgFlavor, seurat_from_moments};
+use crate::pca::Pca;
 use crate::pipeline::{Pipeline, PipelineParams, Step};
+use crate::scale::Scaler;
 use crate::split::LabelEncoder;
 use crate::{PreprocessError, Result};
 
@@ -222,20 +227,15 @@ pub fn log_hvg_streaming(dataset: &ParquetDataset, n_top_genes: usize) -> Result
     ))
 }
 
-/// Fits a sparse recipe (normalize_total, log1p, `seurat` HVG) on every cell of `dataset` in
-/// one pass; the result equals [`Pipeline::fit`] on the same cells read into memory (the HVG
-/// moments agree to rounding). Scaling, PCA and `seurat_v3` are refused: they need the data
-/// in memory. Values that contradict the recipe (negative or non-integer values where counts
-/// are normalised) are reported with the file and the cells.
+/// Fits a recipe (normalize_total, log1p, `seurat` HVG, scaling, PCA) on every cell of `dataset`,
+/// one pass over the file for each statistic (HVG moments, scaling moments, the PCA's scatter
+/// matrix); the result equals [`Pipeline::fit`] on the same cells read into memory (the
+/// moments agree to rounding; the PCA is [`crate::Pca::from_scatter`] of the scaled cells, the
+/// same subspace iteration as in memory). Memory: one batch of cells and, with PCA, the
+/// `[genes, genes]` scatter matrix in f64 (32 MB at 2,000 genes). `seurat_v3` is refused: it
+/// ranks genes on the counts in memory. Values that contradict the recipe (negative or
+/// non-integer values where counts are normalised) are reported with the file and the cells.
 pub fn fit_pipeline_streaming(dataset: &ParquetDataset, p: &PipelineParams) -> Result<Pipeline> {
-    if p.scale.is_some() || p.pca.is_some() {
-        return Err(PreprocessError::InvalidParam {
-            name: "recipe",
-            message: "streamed preprocessing covers normalize_total, log1p and HVG selection; \
-                      scaling and PCA need the data in memory"
-                .into(),
-        });
-    }
     if let Some(h) = &p.hvg
         && h.flavor != HvgFlavor::Seurat
     {
@@ -256,51 +256,120 @@ pub fn fit_pipeline_streaming(dataset: &ParquetDataset, p: &PipelineParams) -> R
     if p.log1p {
         steps.push(Step::Log1p);
     }
-    let Some(hvg) = &p.hvg else {
-        return Ok(Pipeline { steps });
-    };
+    if let Some(hvg) = &p.hvg {
+        // The seurat dispersion is that of expm1 of the logged values, as in memory.
+        let moments = moments_pass(dataset, &steps, |v| v.exp_m1() as f64)?;
+        if moments.n_cells() < 2 {
+            return Err(PreprocessError::Data(
+                "highly variable genes need at least 2 cells".into(),
+            ));
+        }
+        let (mean, var) = moments.mean_var();
+        let r = seurat_from_moments(mean, var, hvg)?;
+        steps.push(Step::SelectGenes {
+            genes: r
+                .selected
+                .iter()
+                .map(|&j| dataset.gene_ids()[j].clone())
+                .collect(),
+        });
+    }
+    if let Some(clip) = p.scale {
+        let (mean, var) = moments_pass(dataset, &steps, |v| v as f64)?.mean_var();
+        steps.push(Step::Scale(Scaler::from_mean_var(mean, &var, clip)?));
+    }
+    if let Some(pp) = &p.pca {
+        let transform = BatchTransform::new(
+            &Pipeline {
+                steps: steps.clone(),
+            },
+            dataset.gene_ids(),
+            1.0,
+        )?;
+        let mut scatter = GeneScatter::new(transform.n_features_out());
+        for batch in dataset.batches(PASS_BATCH, true)? {
+            let b = batch?;
+            let (first, n) = (b.first_cell, b.cell_ids.len());
+            let x = transform
+                .apply_dense(b.matrix)
+                .map_err(|e| pass_error(dataset, first, n, e))?;
+            scatter.add_dense(&x.values)?;
+        }
+        steps.push(Step::Pca(Pca::from_scatter(&scatter, pp)?));
+    }
+    Ok(Pipeline { steps })
+}
+
+/// One pass over `dataset` through the sparse `steps`, gathering the per-gene moments of the
+/// output with each stored value mapped through `f`.
+fn moments_pass(
+    dataset: &ParquetDataset,
+    steps: &[Step],
+    f: impl Fn(f32) -> f64 + Copy,
+) -> Result<GeneMoments> {
     let transform = BatchTransform::new(
         &Pipeline {
-            steps: steps.clone(),
+            steps: steps.to_vec(),
         },
         dataset.gene_ids(),
         1.0,
     )?;
-    let mut moments = GeneMoments::new(dataset.n_genes());
+    let mut moments = GeneMoments::new(transform.n_genes_out());
     for batch in dataset.batches(PASS_BATCH, true)? {
         let b = batch?;
-        let range = b.first_cell..b.first_cell + b.cell_ids.len();
-        let x = transform.apply(b.matrix).map_err(|e| {
-            PreprocessError::Data(format!(
-                "{}, cells {}..{}: {e}",
-                dataset.path().display(),
-                range.start,
-                range.end
-            ))
-        })?;
-        // The seurat dispersion is that of expm1 of the logged values, as in memory.
-        moments.add(&x, |v| v.exp_m1() as f64);
+        let (first, n) = (b.first_cell, b.cell_ids.len());
+        let x = transform
+            .apply(b.matrix)
+            .map_err(|e| pass_error(dataset, first, n, e))?;
+        moments.add(&x, f);
     }
-    if moments.n_cells() < 2 {
-        return Err(PreprocessError::Data(
-            "highly variable genes need at least 2 cells".into(),
-        ));
-    }
-    let (mean, var) = moments.mean_var();
-    let r = seurat_from_moments(mean, var, hvg)?;
-    steps.push(Step::SelectGenes {
-        genes: r
-            .selected
-            .iter()
-            .map(|&j| dataset.gene_ids()[j].clone())
-            .collect(),
-    });
-    Ok(Pipeline { steps })
+    Ok(moments)
 }
 
-/// A fitted sparse pipeline compiled for batches of one gene layout: each batch of cells
-/// (`[cells, source genes]`) is normalised, logged and aligned to the selected genes exactly as
-/// [`Pipeline::apply`] does for a whole dataset.
+/// An error of one batch of a pass, naming the file and the cells.
+fn pass_error(
+    dataset: &ParquetDataset,
+    first: usize,
+    n: usize,
+    e: PreprocessError,
+) -> PreprocessError {
+    PreprocessError::Data(format!(
+        "{}, cells {}..{}: {e}",
+        dataset.path().display(),
+        first,
+        first + n
+    ))
+}
+
+/// Every cell of `dataset` through a transform that ends dense (scaling or PCA; a sparse one is
+/// densified), a batch at a time: the cell ids and `[cells, features]` (PC scores after a PCA,
+/// scaled genes otherwise). Memory: the output plus one batch; at a million cells PC-50 scores
+/// take 200 MB, where 2,000 scaled genes would take 8 GB.
+pub fn transform_streaming(
+    dataset: &ParquetDataset,
+    transform: &BatchTransform,
+) -> Result<(Vec<String>, DenseMatrix)> {
+    let k = transform.n_features_out();
+    let mut cell_ids = Vec::with_capacity(dataset.n_cells());
+    let mut values = Vec::with_capacity(dataset.n_cells() * k);
+    for batch in dataset.batches(PASS_BATCH, true)? {
+        let b = batch?;
+        let (first, n) = (b.first_cell, b.cell_ids.len());
+        let x = transform
+            .apply_dense(b.matrix)
+            .map_err(|e| pass_error(dataset, first, n, e))?;
+        values.extend_from_slice(&x.values);
+        cell_ids.extend(b.cell_ids);
+    }
+    let n = cell_ids.len();
+    Ok((cell_ids, DenseMatrix::new(n, k, values)?))
+}
+
+/// A fitted pipeline compiled for batches of one gene layout: each batch of cells
+/// (`[cells, source genes]`) is normalised, logged and aligned to the selected genes
+/// ([`BatchTransform::apply`], still sparse), then scaled and projected when the pipeline has
+/// those steps ([`BatchTransform::apply_dense`]) — exactly as [`Pipeline::apply`] does for a
+/// whole dataset.
 #[derive(Debug, Clone)]
 pub struct BatchTransform {
     target_sum: Option<f64>,
@@ -308,6 +377,8 @@ pub struct BatchTransform {
     /// Source column of each output gene (`None`: absent, zeros); `None` keeps every gene.
     columns: Option<Vec<Option<usize>>>,
     n_genes_out: usize,
+    scale: Option<Scaler>,
+    pca: Option<Pca>,
 }
 
 impl BatchTransform {
@@ -319,25 +390,36 @@ impl BatchTransform {
             log1p: false,
             columns: None,
             n_genes_out: source_genes.len(),
+            scale: None,
+            pca: None,
         };
         for step in &pipeline.steps {
+            let sparse_open = t.columns.is_none() && !t.log1p && !t.is_dense();
             match step {
-                Step::NormalizeTotal { target_sum } if t.columns.is_none() && !t.log1p => {
+                Step::NormalizeTotal { target_sum } if sparse_open => {
                     t.target_sum = Some(*target_sum)
                 }
-                Step::Log1p if t.columns.is_none() && !t.log1p => t.log1p = true,
-                Step::SelectGenes { genes } if t.columns.is_none() => {
+                Step::Log1p if sparse_open => t.log1p = true,
+                Step::SelectGenes { genes } if t.columns.is_none() && !t.is_dense() => {
                     let a = align_genes(genes, source_genes, min_overlap)?;
                     t.n_genes_out = genes.len();
                     t.columns = Some(a.columns);
+                }
+                Step::Scale(s) if !t.is_dense() && s.mean.len() == t.n_genes_out => {
+                    t.scale = Some(s.clone())
+                }
+                Step::Pca(p) if t.pca.is_none() && p.n_genes == t.n_genes_out => {
+                    t.pca = Some(p.clone())
                 }
                 other => {
                     return Err(PreprocessError::InvalidParam {
                         name: "pipeline",
                         message: format!(
-                            "the step {} cannot be replayed batch by batch (streaming covers \
-                             normalize_total, log1p and gene selection, in that order)",
-                            step_name(other)
+                            "the step {} cannot be replayed batch by batch here (streaming \
+                             covers normalize_total, log1p, gene selection, scaling and PCA, in \
+                             that order, each fitted on the genes the step before it gives: {})",
+                            step_name(other),
+                            t.n_genes_out
                         ),
                     });
                 }
@@ -346,13 +428,55 @@ impl BatchTransform {
         Ok(t)
     }
 
+    /// Whether the pipeline ends in scaling or PCA (use [`BatchTransform::apply_dense`]).
+    pub fn is_dense(&self) -> bool {
+        self.scale.is_some() || self.pca.is_some()
+    }
+
+    /// Features of [`BatchTransform::apply_dense`]'s output: principal components after a
+    /// PCA, genes otherwise.
+    pub fn n_features_out(&self) -> usize {
+        self.pca
+            .as_ref()
+            .map_or(self.n_genes_out, |p| p.n_components)
+    }
+
+    /// Transforms one batch `[cells, source genes]` through every step into dense
+    /// `[cells, features]` (scaled genes, PC scores, or the sparse steps' output densified).
+    pub fn apply_dense(&self, m: CsrMatrix) -> Result<DenseMatrix> {
+        let x = self.apply_sparse(m)?;
+        let x = match &self.scale {
+            Some(s) => s.transform(&x)?,
+            None => DenseMatrix::new(x.n_rows(), x.n_cols(), x.to_dense())?,
+        };
+        match &self.pca {
+            Some(p) => p.transform(&x),
+            None => Ok(x),
+        }
+    }
+
     /// Genes of the output.
     pub fn n_genes_out(&self) -> usize {
         self.n_genes_out
     }
 
-    /// Transforms one batch `[cells, source genes]` into `[cells, output genes]`.
-    pub fn apply(&self, mut m: CsrMatrix) -> Result<CsrMatrix> {
+    /// Transforms one batch `[cells, source genes]` into `[cells, output genes]` (the sparse
+    /// steps; a pipeline that ends in scaling or PCA is refused: use
+    /// [`BatchTransform::apply_dense`]).
+    pub fn apply(&self, m: CsrMatrix) -> Result<CsrMatrix> {
+        if self.is_dense() {
+            return Err(PreprocessError::InvalidParam {
+                name: "pipeline",
+                message: "this pipeline ends in scaling or PCA, which give dense values; \
+                          replay it with apply_dense"
+                    .into(),
+            });
+        }
+        self.apply_sparse(m)
+    }
+
+    /// The sparse steps: normalise, log, align to the selected genes.
+    fn apply_sparse(&self, mut m: CsrMatrix) -> Result<CsrMatrix> {
         if let Some(target) = self.target_sum {
             if let Some(v) = m.data().iter().find(|v| **v < 0.0 || !v.is_finite()) {
                 return Err(PreprocessError::Data(format!(
@@ -428,6 +552,12 @@ impl ParquetBatchSource {
     ) -> Result<Self> {
         crate::ensure(buffer_cells > 0, "buffer_cells", || {
             "must be at least 1".into()
+        })?;
+        // Models train on the sparse recipe's genes; a scaled or projected pipeline is not one.
+        crate::ensure(!transform.is_dense(), "transform", || {
+            "training batches come from the sparse steps (normalise, log, gene selection); \
+             this pipeline ends in scaling or PCA"
+                .into()
         })?;
         let mut names = Vec::with_capacity(dataset.n_cells());
         for batch in dataset.batches(65_536, false)? {

@@ -16,6 +16,7 @@ use cellident_io::{
 };
 use cellident_preprocess::stream::{
     BatchTransform, GeneMoments, ParquetBatchSource, fit_pipeline_streaming, log_hvg_streaming,
+    transform_streaming,
 };
 use cellident_preprocess::*;
 use cellident_tensor::BatchSource;
@@ -86,13 +87,101 @@ fn streamed_recipe_equals_the_in_memory_fit_and_apply() {
         .collect();
     assert_eq!(CsrMatrix::vstack(&parts).unwrap(), *expected.matrix());
 
-    // Scaling cannot be streamed; the refusal says so.
-    let scaled = PipelineParams {
-        scale: Some(Some(10.0)),
+    // seurat_v3 ranks genes on the counts in memory; the refusal says so.
+    let v3 = PipelineParams {
+        hvg: Some(HvgParams {
+            flavor: HvgFlavor::SeuratV3,
+            ..params.hvg.unwrap()
+        }),
         ..params.clone()
     };
-    let err = fit_pipeline_streaming(&p, &scaled).unwrap_err().to_string();
-    assert!(err.contains("need the data in memory"), "{err}");
+    let err = fit_pipeline_streaming(&p, &v3).unwrap_err().to_string();
+    assert!(
+        err.contains("seurat_v3 needs the counts in memory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn streamed_scaling_and_pca_equal_the_in_memory_fit() {
+    let d = baron();
+    let dir = tempfile::tempdir().unwrap();
+    let p = as_parquet(&d, dir.path());
+    // The clustering baselines' recipe: log, 2,000 HVGs, scale (clip 10), PCA 20.
+    let params = PipelineParams {
+        pca: Some(PcaParams {
+            n_components: 20,
+            ..Default::default()
+        }),
+        ..PipelineParams::log_hvg_pca(&d, 20, 0)
+    };
+    let streamed = fit_pipeline_streaming(&p, &params).unwrap();
+    let (in_memory, prepared) = Pipeline::fit(&d, &params).unwrap();
+    let Prepared::Dense {
+        values: expected,
+        cell_ids,
+        ..
+    } = prepared
+    else {
+        panic!("dense recipe")
+    };
+    assert_eq!(streamed.steps.len(), 5);
+    assert_eq!(
+        streamed.steps[..3],
+        in_memory.steps[..3],
+        "same sparse steps and genes"
+    );
+    let (Step::Scale(a), Step::Scale(b)) = (&streamed.steps[3], &in_memory.steps[3]) else {
+        panic!("scaling fourth")
+    };
+    assert_eq!(a.max_value, b.max_value);
+    for j in 0..a.mean.len() {
+        assert!(
+            (a.mean[j] - b.mean[j]).abs() <= 1e-9 * (1.0 + b.mean[j].abs()),
+            "gene {j}"
+        );
+        assert!((a.std[j] - b.std[j]).abs() <= 1e-9 * b.std[j], "gene {j}");
+    }
+    let (Step::Pca(a), Step::Pca(b)) = (&streamed.steps[4], &in_memory.steps[4]) else {
+        panic!("PCA fifth")
+    };
+    let g = a.n_genes;
+    for c in 0..10 {
+        let (va, vb) = (a.explained_variance[c], b.explained_variance[c]);
+        assert!((va - vb).abs() < 1e-3 * vb, "component {c}: {va} vs {vb}");
+        let dot: f64 = (0..g)
+            .map(|j| a.components[c * g + j] as f64 * b.components[c * g + j] as f64)
+            .sum();
+        assert!(dot > 0.999, "component {c}: cosine {dot}");
+    }
+
+    // Scored a batch at a time: the in-memory scores of the leading components.
+    let t = BatchTransform::new(&streamed, p.gene_ids(), 1.0).unwrap();
+    assert!(t.is_dense());
+    assert_eq!(t.n_features_out(), 20);
+    let (ids, scores) = transform_streaming(&p, &t).unwrap();
+    assert_eq!(ids, cell_ids);
+    assert_eq!((scores.n_rows, scores.n_cols), (d.n_cells(), 20));
+    for c in 0..5 {
+        let sd = b.explained_variance[c].sqrt() as f32;
+        for i in 0..d.n_cells() {
+            let (x, y) = (scores.row(i)[c], expected.row(i)[c]);
+            assert!(
+                (x - y).abs() < 0.02 * sd,
+                "cell {i}, PC{}: {x} vs {y}",
+                c + 1
+            );
+        }
+    }
+
+    // The sparse replay and the training source refuse a pipeline that ends dense.
+    let row_group = p.read_row_group(0).unwrap().matrix;
+    let err = t.apply(row_group).unwrap_err().to_string();
+    assert!(err.contains("apply_dense"), "{err}");
+    let err = ParquetBatchSource::new(p, t, "cell_type", 100, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ends in scaling or PCA"), "{err}");
 }
 
 #[test]
