@@ -9,7 +9,8 @@
 //!
 //! Each iteration is `Cic::fit` with `max_epochs = 1` and the random start (the PCA start is a
 //! one-off cost before the first epoch, measured by `pca_start_and_epoch_5000_cells` minus `epoch_5000_cells`): gene selection,
-//! [0, 1] scaling and one pass over the data.
+//! [0, 1] scaling and one pass over the data. `predict_20000_cells`: class probabilities (gene
+//! selection, scaling, encoder, head) of 20,000 cells.
 
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ use candle_core::Device;
 use cellident_cic::{Cic, CicInit, CicParams};
 use cellident_io::CsrMatrix;
 use cellident_tensor::{CheckParams, Classifier, NoProgress};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 
 #[global_allocator]
@@ -88,6 +89,18 @@ fn bench(c: &mut Criterion) {
             let mut m = one_epoch(CicInit::Pca);
             m.fit(&sc, &sc_y, sc_k, &mut NoProgress).expect("fit")
         })
+    });
+    // Prediction: class probabilities from the code of 20,000 cells (gene selection, scaling,
+    // encoder, head) by a model trained one epoch on the 5,000.
+    let mut trained = one_epoch(CicInit::Random);
+    trained.fit(&sc, &sc_y, sc_k, &mut NoProgress).expect("fit");
+    let query_rows: Vec<usize> = (0..20_000)
+        .map(|_| rng.random_range(0..cells.n_rows()))
+        .collect();
+    let query = cells.select_rows(&query_rows);
+    g.throughput(Throughput::Elements(query.n_rows() as u64));
+    g.bench_function("predict_20000_cells", |b| {
+        b.iter(|| trained.predict_proba(&query).expect("predict"))
     });
     g.finish();
 }

@@ -16,6 +16,7 @@
 //!   epoch by `Actinn::fit` on 12,800 cells at its default batch of 128, so 100 steps (densifying
 //!   each batch, forward, cross-entropy, backward, Adam): one step = the time / 100 (anchors.md §A:
 //!   the PyTorch reference takes 1.6 ms per step at G = 2,000, batch 128).
+//! - `actinn_g2000/predict_20000_cells`: class probabilities of the 20,000 cells above.
 
 use std::path::PathBuf;
 
@@ -131,6 +132,21 @@ fn bench(c: &mut Criterion) {
             m.fit(&actinn_x, &actinn_y, classes, &mut NoProgress)
                 .expect("fit")
         })
+    });
+    let mut trained = Actinn::new(
+        ActinnParams {
+            epochs: 1,
+            ..ActinnParams::default()
+        },
+        Device::Cpu,
+    )
+    .expect("actinn");
+    trained
+        .fit(&actinn_x, &actinn_y, classes, &mut NoProgress)
+        .expect("fit");
+    g.throughput(Throughput::Elements(query.n_rows() as u64));
+    g.bench_function("predict_20000_cells", |b| {
+        b.iter(|| trained.predict_proba(&query).expect("predict"))
     });
     g.finish();
 }

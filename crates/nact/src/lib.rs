@@ -30,7 +30,8 @@ pub use network::{ActinnNetwork, NactNetwork, NactVariant};
 const MODEL_NAME: &str = "N-ACT";
 const ACTINN_NAME: &str = "ACTINN";
 pub use salient::{
-    GeneScore, attention_sums, rank_by_attention, rank_by_attention_tfidf, rank_global,
+    GeneScore, attention_sums, attention_sums_expressed, rank_by_attention,
+    rank_by_attention_tfidf, rank_global,
 };
 
 /// N-ACT hyper-parameters (defaults: the reference run of methods.md §1.3).

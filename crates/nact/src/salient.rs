@@ -2,6 +2,7 @@
 //! summed over the correctly predicted cells of that type; the tf-idf-weighted ranking as the
 //! reference code intends it; and the global ranking.
 
+use cellident_io::CsrMatrix;
 use serde::Serialize;
 
 /// One row of a tidy gene ranking table.
@@ -36,6 +37,39 @@ pub fn attention_sums(
             .zip(&alpha[i * n_genes..(i + 1) * n_genes])
         {
             *s += a as f64;
+        }
+    }
+    (sums, counts)
+}
+
+/// [`attention_sums`] over only the genes each cell expresses (`x[i, g] != 0`, `x` the
+/// network's input `[cells, genes]` as CSR): the attention that reaches the gene scores
+/// `gamma = alpha * x`. A softmax over all genes must put its mass somewhere, and the trained
+/// network parks much of it on genes a cell does not express (on pbmc3k_seurat, half of the
+/// platelets' summed-attention top 25 are genes no platelet expresses: docs/nact.md), where it
+/// multiplies zero and changes nothing the network computes downstream — an attention sink,
+/// not salience.
+pub fn attention_sums_expressed(
+    alpha: &[f32],
+    x: &CsrMatrix,
+    truth: &[u32],
+    pred: &[u32],
+    n_classes: usize,
+) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let n_genes = x.n_cols();
+    let mut sums = vec![vec![0f64; n_genes]; n_classes];
+    let mut counts = vec![0usize; n_classes];
+    for (i, (&t, &p)) in truth.iter().zip(pred).enumerate() {
+        if t != p {
+            continue;
+        }
+        counts[t as usize] += 1;
+        let row = &alpha[i * n_genes..(i + 1) * n_genes];
+        let (idx, val) = x.row(i);
+        for (&j, &v) in idx.iter().zip(val) {
+            if v != 0.0 {
+                sums[t as usize][j as usize] += row[j as usize] as f64;
+            }
         }
     }
     (sums, counts)

@@ -201,6 +201,26 @@ fn actinn_reference_initialisation_learns_the_small_types() {
 }
 
 #[test]
+fn attention_on_unexpressed_genes_is_left_out_of_the_expressed_sums() {
+    // Cells 0 and 1 of class x (both correct), cell 2 of class y (misclassified, skipped).
+    // Cell 0 expresses genes A and C, cell 1 only B; by hand: x sums A 0.7 (cell 0), B 0.1
+    // (cell 1), C 0.1 (cell 0) — cell 0's 0.2 on B and cell 1's 0.1 on A and 0.8 on C fall on
+    // genes they do not express.
+    let alpha = [0.7f32, 0.2, 0.1, 0.1, 0.1, 0.8, 0.05, 0.6, 0.35];
+    let x = CsrMatrix::from_dense(3, 3, &[2.0, 0.0, 1.5, 0.0, 3.0, 0.0, 1.0, 1.0, 1.0]).unwrap();
+    let (sums, counts) = attention_sums_expressed(&alpha, &x, &[0, 0, 1], &[0, 0, 0], 2);
+    assert_eq!(counts, vec![2, 0]);
+    let expected = [0.7, 0.1, 0.1];
+    for (s, e) in sums[0].iter().zip(expected) {
+        assert!((s - e).abs() < 1e-7, "{:?}", sums[0]);
+    }
+    assert_eq!(sums[1], vec![0.0; 3]);
+    // The plain sums keep the sink: C (0.1 + 0.8) leads class x there.
+    let (plain, _) = attention_sums(&alpha, 3, &[0, 0, 1], &[0, 0, 0], 2);
+    assert!((plain[0][2] - 0.9).abs() < 1e-7);
+}
+
+#[test]
 fn salient_gene_tables_rank_by_summed_attention() {
     let genes: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
     let classes: Vec<String> = ["x", "y"].iter().map(|s| s.to_string()).collect();
