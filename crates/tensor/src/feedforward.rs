@@ -30,11 +30,9 @@ impl Activation {
             Activation::LeakyRelu(s) => (x.relu()? - (x.neg()?.relu()? * *s)?)?,
             Activation::Tanh => x.tanh()?,
             Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,
-            // log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|)), stable for large |x|.
-            Activation::LogSigmoid => {
-                let min0 = x.neg()?.relu()?.neg()?;
-                (min0 - (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?
-            }
+            // log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|)), stable for large |x|; fused on
+            // the CPU.
+            Activation::LogSigmoid => crate::nn::log_sigmoid(x)?,
             // softplus(x) = max(x, 0) + log(1 + exp(-|x|)).
             Activation::Softplus => (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
         })
