@@ -14,27 +14,14 @@ use cellident_metadata::{MetadataMlp, MlpParams};
 use cellident_tensor::candle_core::Device;
 use cellident_tensor::{Classifier, NoProgress};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `(cells [n, 2000] log-normalised, labels, classes)` drawn with replacement from the fixture.
 fn cells(n: usize, seed: u64) -> (CsrMatrix, Vec<u32>, usize) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pbmc_10x_4k_top2000");
-    let mut d = cellident_io::read_mtx_folder(&dir).expect("fixture");
-    cellident_preprocess::normalize_total(&mut d, 1e4).expect("normalize");
-    cellident_preprocess::log1p(&mut d, false).expect("log1p");
-    let names = d.obs().labels("label").expect("label column");
-    let enc = cellident_preprocess::LabelEncoder::fit(&names).expect("labels");
-    let labels = enc.transform(&names);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.n_cells())).collect();
-    let y = rows
-        .iter()
-        .map(|&i| labels[i].expect("every fixture cell is labelled"))
-        .collect();
-    (d.matrix().select_rows(&rows), y, enc.classes.len())
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    cellident_benches::resampled_pbmc_cells(&fixtures, n, seed).expect("fixture")
 }
 
 fn bench(c: &mut Criterion) {

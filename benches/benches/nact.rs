@@ -27,28 +27,16 @@ use cellident_nact::{Actinn, ActinnParams, Nact, NactNetwork, NactParams, NactVa
 use cellident_tensor::params::SeededParams;
 use cellident_tensor::{Adam, AdamParams, CheckParams, Classifier, NoProgress};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `(cells [n, 2000] log-normalised, labels)` drawn with replacement from the fixture.
 fn cells(n: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pbmc_10x_4k_top2000");
-    let mut d = cellident_io::read_mtx_folder(&dir).expect("fixture");
-    cellident_preprocess::normalize_total(&mut d, 1e4).expect("normalize");
-    cellident_preprocess::log1p(&mut d, false).expect("log1p");
-    let names = d.obs().labels("label").expect("label column");
-    let labels = cellident_preprocess::LabelEncoder::fit(&names)
-        .expect("labels")
-        .transform(&names);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.n_cells())).collect();
-    let y = rows
-        .iter()
-        .map(|&i| labels[i].expect("every fixture cell is labelled"))
-        .collect();
-    (d.matrix().select_rows(&rows), y)
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let (x, y, _) = cellident_benches::resampled_pbmc_cells(&fixtures, n, seed).expect("fixture");
+    (x, y)
 }
 
 fn bench(c: &mut Criterion) {

@@ -142,6 +142,29 @@ pub fn resampled_label_pairs(fixtures: &Path, n: usize, seed: u64) -> Result<(Ve
     ))
 }
 
+/// `n` cells drawn with replacement (seeded) from the pbmc_10x_4k_top2000 fixture in
+/// `fixtures`, normalised to 1e4 and logged (`[n, 2000]`), with their class indices (column
+/// `label`) and the number of classes: the criterion benches' training and query cells.
+pub fn resampled_pbmc_cells(
+    fixtures: &Path,
+    n: usize,
+    seed: u64,
+) -> Result<(CsrMatrix, Vec<u32>, usize)> {
+    let mut d = read_mtx_folder(&fixtures.join("pbmc_10x_4k_top2000"))?;
+    cellident_preprocess::normalize_total(&mut d, 1e4)?;
+    cellident_preprocess::log1p(&mut d, false)?;
+    let names = d.obs().labels("label")?;
+    let encoder = cellident_preprocess::LabelEncoder::fit(&names)?;
+    let labels = encoder.transform(&names);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.n_cells())).collect();
+    let y = rows
+        .iter()
+        .map(|&i| labels[i].context("every fixture cell is labelled"))
+        .collect::<Result<_>>()?;
+    Ok((d.matrix().select_rows(&rows), y, encoder.classes.len()))
+}
+
 /// Peak resident memory of this process so far (`VmHWM`), in bytes; `None` off Linux.
 /// Prints one machine-readable result line (`BENCH {json}`) that `cargo xtask bench` collects
 /// into docs/benchmarks.md: what was measured, on what size, the median seconds of `repeats`

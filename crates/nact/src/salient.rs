@@ -25,30 +25,20 @@ pub fn attention_sums(
     pred: &[u32],
     n_classes: usize,
 ) -> (Vec<Vec<f64>>, Vec<usize>) {
-    let mut sums = vec![vec![0f64; n_genes]; n_classes];
-    let mut counts = vec![0usize; n_classes];
-    for (i, (&t, &p)) in truth.iter().zip(pred).enumerate() {
-        if t != p {
-            continue;
-        }
-        counts[t as usize] += 1;
-        for (s, &a) in sums[t as usize]
-            .iter_mut()
-            .zip(&alpha[i * n_genes..(i + 1) * n_genes])
-        {
+    sums_over_correct_cells(truth, pred, n_classes, n_genes, |i, sums| {
+        for (s, &a) in sums.iter_mut().zip(&alpha[i * n_genes..(i + 1) * n_genes]) {
             *s += a as f64;
         }
-    }
-    (sums, counts)
+    })
 }
 
 /// [`attention_sums`] over only the genes each cell expresses (`x[i, g] != 0`, `x` the
 /// network's input `[cells, genes]` as CSR): the attention that reaches the gene scores
 /// `gamma = alpha * x`. A softmax over all genes must put its mass somewhere, and the trained
-/// network parks much of it on genes a cell does not express (on pbmc3k_seurat, half of the
-/// platelets' summed-attention top 25 are genes no platelet expresses: docs/nact.md), where it
-/// multiplies zero and changes nothing the network computes downstream — an attention sink,
-/// not salience.
+/// network parks much of it on genes a cell does not express (on pbmc3k_seurat at one seed, 19
+/// of the platelets' summed-attention top 25 are genes no platelet expresses: docs/nact.md),
+/// where it multiplies zero and changes nothing the network computes downstream — an attention
+/// sink, not salience.
 pub fn attention_sums_expressed(
     alpha: &[f32],
     x: &CsrMatrix,
@@ -57,6 +47,26 @@ pub fn attention_sums_expressed(
     n_classes: usize,
 ) -> (Vec<Vec<f64>>, Vec<usize>) {
     let n_genes = x.n_cols();
+    sums_over_correct_cells(truth, pred, n_classes, n_genes, |i, sums| {
+        let row = &alpha[i * n_genes..(i + 1) * n_genes];
+        let (idx, val) = x.row(i);
+        for (&j, &v) in idx.iter().zip(val) {
+            if v != 0.0 {
+                sums[j as usize] += row[j as usize] as f64;
+            }
+        }
+    })
+}
+
+/// Per-class `[classes][genes]` sums of what `add(cell, class_sums)` adds for each cell whose
+/// prediction equals its true label, and the number of such cells per class.
+fn sums_over_correct_cells(
+    truth: &[u32],
+    pred: &[u32],
+    n_classes: usize,
+    n_genes: usize,
+    mut add: impl FnMut(usize, &mut [f64]),
+) -> (Vec<Vec<f64>>, Vec<usize>) {
     let mut sums = vec![vec![0f64; n_genes]; n_classes];
     let mut counts = vec![0usize; n_classes];
     for (i, (&t, &p)) in truth.iter().zip(pred).enumerate() {
@@ -64,13 +74,7 @@ pub fn attention_sums_expressed(
             continue;
         }
         counts[t as usize] += 1;
-        let row = &alpha[i * n_genes..(i + 1) * n_genes];
-        let (idx, val) = x.row(i);
-        for (&j, &v) in idx.iter().zip(val) {
-            if v != 0.0 {
-                sums[t as usize][j as usize] += row[j as usize] as f64;
-            }
-        }
+        add(i, &mut sums[t as usize]);
     }
     (sums, counts)
 }

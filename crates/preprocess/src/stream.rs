@@ -287,14 +287,11 @@ pub fn fit_pipeline_streaming(dataset: &ParquetDataset, p: &PipelineParams) -> R
             1.0,
         )?;
         let mut scatter = GeneScatter::new(transform.n_features_out());
-        for batch in dataset.batches(PASS_BATCH, true)? {
-            let b = batch?;
-            let (first, n) = (b.first_cell, b.cell_ids.len());
-            let x = transform
-                .apply_dense(b.matrix)
-                .map_err(|e| pass_error(dataset, first, n, e))?;
-            scatter.add_dense(&x.values)?;
-        }
+        for_each_batch(
+            dataset,
+            |m| transform.apply_dense(m),
+            |x, _| scatter.add_dense(&x.values),
+        )?;
         steps.push(Step::Pca(Pca::from_scatter(&scatter, pp)?));
     }
     Ok(Pipeline { steps })
@@ -315,30 +312,39 @@ fn moments_pass(
         1.0,
     )?;
     let mut moments = GeneMoments::new(transform.n_genes_out());
-    for batch in dataset.batches(PASS_BATCH, true)? {
-        let b = batch?;
-        let (first, n) = (b.first_cell, b.cell_ids.len());
-        let x = transform
-            .apply(b.matrix)
-            .map_err(|e| pass_error(dataset, first, n, e))?;
-        moments.add(&x, f);
-    }
+    for_each_batch(
+        dataset,
+        |m| transform.apply(m),
+        |x, _| {
+            moments.add(&x, f);
+            Ok(())
+        },
+    )?;
     Ok(moments)
 }
 
-/// An error of one batch of a pass, naming the file and the cells.
-fn pass_error(
+/// One pass over every cell of `dataset`, `PASS_BATCH` cells at a time: each batch's matrix
+/// through `apply` (an error names the file and the cells), then `use_batch` with the result
+/// and the batch's cell ids.
+fn for_each_batch<T>(
     dataset: &ParquetDataset,
-    first: usize,
-    n: usize,
-    e: PreprocessError,
-) -> PreprocessError {
-    PreprocessError::Data(format!(
-        "{}, cells {}..{}: {e}",
-        dataset.path().display(),
-        first,
-        first + n
-    ))
+    apply: impl Fn(CsrMatrix) -> Result<T>,
+    mut use_batch: impl FnMut(T, Vec<String>) -> Result<()>,
+) -> Result<()> {
+    for batch in dataset.batches(PASS_BATCH, true)? {
+        let b = batch?;
+        let (first, n) = (b.first_cell, b.cell_ids.len());
+        let x = apply(b.matrix).map_err(|e| {
+            PreprocessError::Data(format!(
+                "{}, cells {}..{}: {e}",
+                dataset.path().display(),
+                first,
+                first + n
+            ))
+        })?;
+        use_batch(x, b.cell_ids)?;
+    }
+    Ok(())
 }
 
 /// Every cell of `dataset` through a transform that ends dense (scaling or PCA; a sparse one is
@@ -352,15 +358,15 @@ pub fn transform_streaming(
     let k = transform.n_features_out();
     let mut cell_ids = Vec::with_capacity(dataset.n_cells());
     let mut values = Vec::with_capacity(dataset.n_cells() * k);
-    for batch in dataset.batches(PASS_BATCH, true)? {
-        let b = batch?;
-        let (first, n) = (b.first_cell, b.cell_ids.len());
-        let x = transform
-            .apply_dense(b.matrix)
-            .map_err(|e| pass_error(dataset, first, n, e))?;
-        values.extend_from_slice(&x.values);
-        cell_ids.extend(b.cell_ids);
-    }
+    for_each_batch(
+        dataset,
+        |m| transform.apply_dense(m),
+        |x, ids| {
+            values.extend_from_slice(&x.values);
+            cell_ids.extend(ids);
+            Ok(())
+        },
+    )?;
     let n = cell_ids.len();
     Ok((cell_ids, DenseMatrix::new(n, k, values)?))
 }
