@@ -629,13 +629,40 @@ impl Classifier for MetadataMlp {
     fn predict_proba(&self, x: &CsrMatrix) -> Result<DenseMatrix> {
         self.trained()?;
         ensure_gene_count("metadata MLP", self.n_genes, x.n_cols())?;
-        let nets = self.networks()?;
+        // Each member in its inference form: its genes picked from the sparse input before
+        // densifying, its standardisation folded into the first dense layer.
+        let members = self
+            .networks()?
+            .iter()
+            .map(|net| {
+                let (selection, net) = net.inference_form()?;
+                let input = match selection {
+                    Some(genes) => std::borrow::Cow::Owned(select(x, &genes)),
+                    None => std::borrow::Cow::Borrowed(x),
+                };
+                Ok((input, net))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let rows: Vec<usize> = (0..x.n_rows()).collect();
         let mut values = Vec::new();
         let mut classes = 0;
         for chunk in rows.chunks(4096) {
-            let xb = cellident_tensor::batch::dense_rows(x, chunk, &self.device)?;
-            let p = cellident_tensor::nn::softmax(&mean_logits(&nets, &xb)?)?;
+            let mut sum: Option<Tensor> = None;
+            for (input, net) in &members {
+                let xb = cellident_tensor::batch::dense_rows(input, chunk, &self.device)?;
+                let logits = net.forward(&xb)?;
+                sum = Some(match sum {
+                    None => logits,
+                    Some(s) => (s + logits)?,
+                });
+            }
+            let Some(sum) = sum else {
+                return Err(TensorError::InvalidParam {
+                    name: "members",
+                    message: "a trained metadata MLP has at least one member".into(),
+                });
+            };
+            let p = cellident_tensor::nn::softmax(&(sum / members.len() as f64)?)?;
             classes = p.dims2()?.1;
             values.extend(p.flatten_all()?.to_vec1::<f32>()?);
         }

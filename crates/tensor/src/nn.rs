@@ -350,19 +350,28 @@ impl CustomOp2 for LogSigmoidGrad {
 /// Why not candle-nn's `Linear`: candle's backward of a matmul computes the gradient of *both*
 /// operands, including a network input that no variable depends on. For a first layer that is a
 /// `[batch, out] x [out, in]` product thrown away, plus a zero-filled `[batch, in]` buffer it is
-/// added to: a third of ACTINN's arithmetic per step, a ninth of N-ACT's. On the CPU, when `x`
-/// carries no gradient and `weight` does, this runs the same forward product as one custom op
-/// whose backward computes only `dW = grad^T x` (`[out, in]`, already in the weight's layout).
-/// Everywhere else (GPU, `x` tracked, rank > 2) it is the plain matmul.
+/// added to: a third of ACTINN's arithmetic per step, a ninth of N-ACT's. And for the weight it
+/// goes through `W^T` as a separate op, so `dW` is accumulated twice — into a zero-filled
+/// `[in, out]` buffer, then transposed into a second zero-filled `[out, in]` buffer by a strided
+/// add: two extra passes over every weight matrix per step. On the CPU (f32, rank 2) this runs
+/// the same forward gemm call as one custom op whose backward computes exactly the gradients
+/// that are needed: `dW = grad^T x` (`[out, in]`, already in the weight's layout) when the
+/// weight is tracked, `dx = grad W` when the input is. Elsewhere (GPU, rank > 2) it is the plain
+/// matmul.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let constant_input = x.device().is_cpu()
+    let fused = x.device().is_cpu()
         && x.rank() == 2
-        && !x.track_op()
-        && weight.track_op()
+        && weight.rank() == 2
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32;
-    let y = if constant_input {
-        x.contiguous()?.apply_op2(weight, ConstantInputLinear)?
+    let y = if fused {
+        x.contiguous()?.apply_op2(
+            weight,
+            DenseLinear {
+                input_grad: x.track_op(),
+                weight_grad: weight.track_op(),
+            },
+        )?
     } else if x.rank() == 2 {
         x.matmul(&weight.t()?)?
     } else {
@@ -374,12 +383,17 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     })
 }
 
-/// `x W^T` for an input `x` that needs no gradient (see [`linear`]).
-struct ConstantInputLinear;
+/// `x W^T` with a backward that computes only the gradients asked for (see [`linear`]).
+struct DenseLinear {
+    /// `x` carries a gradient: compute `dx = grad W`.
+    input_grad: bool,
+    /// `W` carries a gradient: compute `dW = grad^T x`.
+    weight_grad: bool,
+}
 
-impl CustomOp2 for ConstantInputLinear {
+impl CustomOp2 for DenseLinear {
     fn name(&self) -> &'static str {
-        "constant-input-linear"
+        "dense-linear"
     }
 
     fn cpu_fwd(
@@ -402,11 +416,21 @@ impl CustomOp2 for ConstantInputLinear {
     fn bwd(
         &self,
         x: &Tensor,
-        _w: &Tensor,
+        w: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some(grad.t()?.matmul(x)?)))
+        let dx = if self.input_grad {
+            Some(grad.matmul(&w.contiguous()?)?)
+        } else {
+            None
+        };
+        let dw = if self.weight_grad {
+            Some(grad.t()?.matmul(x)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 
@@ -540,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn linear_on_a_constant_input_matches_autograd_and_skips_the_input_gradient() {
+    fn linear_computes_only_the_gradients_that_are_needed() {
         let dev = Device::Cpu;
         // Irregular values so that every product term matters; 3 cells, 5 inputs, 4 outputs.
         let xs: Vec<f32> = (0..15).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
@@ -587,12 +611,39 @@ mod tests {
         );
         assert!(g_plain.get(&x).is_some(), "candle's matmul computes one");
 
-        // A tracked input takes the plain path and still gets its gradient.
+        // A tracked input gets its gradient, dx = grad W, equal to autograd's and to a hand
+        // computation; the weight's gradient is unchanged.
         let xv = Var::from_vec(xs, (3, 5), &dev).unwrap();
-        let g = loss(&linear(xv.as_tensor(), w.as_tensor(), None).unwrap())
+        let y_tracked = linear(xv.as_tensor(), w.as_tensor(), Some(b.as_tensor())).unwrap();
+        let y_plain = candle_core::Module::forward(&plain, xv.as_tensor()).unwrap();
+        assert_eq!(
+            y_tracked.to_vec2::<f32>().unwrap(),
+            y_plain.to_vec2::<f32>().unwrap()
+        );
+        let g = loss(&y_tracked).backward().unwrap();
+        let g_plain = loss(&y_plain).backward().unwrap();
+        for v in [&xv, &w, &b] {
+            let (a, r) = (grad_of(&g, v), grad_of(&g_plain, v));
+            assert_eq!(a.len(), r.len());
+            for (a, r) in a.iter().zip(&r) {
+                assert!((a - r).abs() < 1e-5, "{a} vs {r}");
+            }
+        }
+        let dx = g.get(&xv).unwrap().to_vec2::<f32>().unwrap();
+        for (c, row) in dx.iter().enumerate() {
+            for (i, &d) in row.iter().enumerate() {
+                // dx[c, i] = sum over outputs of weights_out[o] * W[o, i].
+                let expected: f32 = (0..4).map(|o| out[o] * ws[o * 5 + i]).sum();
+                assert!((d - expected).abs() < 1e-5, "cell {c}: {d} vs {expected}");
+            }
+        }
+
+        // A constant weight (attribution through a trained network): only dx.
+        let wc = w.as_tensor().detach();
+        let g = loss(&linear(xv.as_tensor(), &wc, None).unwrap())
             .backward()
             .unwrap();
-        assert!(g.get(&xv).is_some());
+        assert!(g.get(&xv).is_some() && g.get(&wc).is_none());
     }
 
     #[test]
