@@ -210,17 +210,16 @@ impl InputTransform {
         }
     }
 
-    /// The transformed matrix `[cells, selected genes]`.
-    fn apply(&self, x: &CsrMatrix) -> Result<CsrMatrix> {
-        let sel = select(x, &self.genes);
+    /// The standardisation as a fixed layer in front of a member's dense layers, applied to
+    /// each densified batch of the selected genes. Why not a standardised copy of the
+    /// matrix: standardised values are dense, so the copy was a `[cells, genes]` matrix stored
+    /// as CSR (values and indices, three times the dense size) rebuilt for every member.
+    fn affine_layer(&self, device: &Device) -> Result<FeedForwardLayer> {
         let k = self.genes.len();
-        let mut dense = sel.to_dense();
-        for row in dense.chunks_mut(k) {
-            for ((v, s), b) in row.iter_mut().zip(&self.scale).zip(&self.shift) {
-                *v = *v * s + b;
-            }
-        }
-        Ok(CsrMatrix::from_dense(x.n_rows(), k, &dense)?)
+        Ok(FeedForwardLayer::Affine {
+            scale: Tensor::from_vec(self.scale.clone(), k, device)?,
+            shift: Tensor::from_vec(self.shift.clone(), k, device)?,
+        })
     }
 
     fn layers(&self, n_inputs: usize, device: &Device) -> Result<Vec<FeedForwardLayer>> {
@@ -385,11 +384,13 @@ impl MetadataMlp {
         })
     }
 
-    /// Trains one network on `xt` (transformed) rows `train`, early-stopped on `val`.
+    /// Trains one network on rows `train` of `xt` (the selected genes), behind the fixed
+    /// `front` layers (the standardisation), early-stopped on `val`.
     #[allow(clippy::too_many_arguments)]
     fn train_network(
         &self,
         xt: &CsrMatrix,
+        front: Vec<FeedForwardLayer>,
         y: &[u32],
         n_classes: usize,
         train: &[usize],
@@ -398,7 +399,7 @@ impl MetadataMlp {
         name: &str,
         progress: &mut dyn Progress,
     ) -> Result<(Vec<FeedForwardLayer>, TrainReport)> {
-        let trainer = self.member_trainer(xt.n_cols(), n_classes, fit.seed, Vec::new())?;
+        let trainer = self.member_trainer(xt.n_cols(), n_classes, fit.seed, front)?;
         let report = fit_classifier_on_rows(
             name,
             &trainer,
@@ -589,15 +590,17 @@ impl Classifier for MetadataMlp {
             for &k in &sizes {
                 let transform =
                     InputTransform::fit(&xtr, &ytr, n_classes, k, self.params.standardize)?;
-                let xt = transform.apply(x)?;
+                let xt = select(x, &transform.genes);
+                let front = vec![transform.affine_layer(&self.device)?];
                 let name = format!(
                     "metadata MLP {}/{} ({} genes)",
                     m + 1,
                     self.params.ensemble,
                     transform.genes.len()
                 );
-                let (layers, r) =
-                    self.train_network(&xt, y, n_classes, &train, &val, &fit, &name, progress)?;
+                let (layers, r) = self.train_network(
+                    &xt, front, y, n_classes, &train, &val, &fit, &name, progress,
+                )?;
                 let val_loss = r
                     .epochs
                     .iter()

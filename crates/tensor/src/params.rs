@@ -99,8 +99,14 @@ impl SeededParams {
         Ok(t)
     }
 
-    /// U(-bound, bound).
+    /// U(-bound, bound), `bound > 0`.
     pub fn uniform(&self, name: &str, shape: &[usize], bound: f64) -> Result<Tensor> {
+        if !(bound > 0.0 && bound.is_finite()) {
+            return Err(TensorError::InvalidParam {
+                name: "bound",
+                message: format!("parameter {name}: uniform bound must be positive, got {bound}"),
+            });
+        }
         let n: usize = shape.iter().product();
         let values = {
             let mut rng = self.rng.borrow_mut();
@@ -159,4 +165,18 @@ impl LayerNorm {
 /// Applies a linear layer through [`crate::nn::linear`] (no gradient for a constant input).
 pub fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
     crate::nn::linear(x, l.weight(), l.bias())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_non_positive_bound_is_an_error_naming_the_parameter() {
+        let map = VarMap::new();
+        let p = SeededParams::new(&map, 0, &Device::Cpu);
+        let e = p.uniform("weight", &[2, 2], 0.0).unwrap_err().to_string();
+        assert!(e.contains("weight") && e.contains("positive"), "{e}");
+    }
 }
