@@ -170,6 +170,11 @@ impl Adam {
     }
 }
 
+/// Parameters at which an element-wise update is split over the thread pool (below, the
+/// hand-off costs more than it saves), and the split's chunk length.
+const PARALLEL_UPDATE_MIN: usize = 1 << 18;
+const PARALLEL_UPDATE_CHUNK: usize = 1 << 16;
+
 impl Optimizer for Adam {
     type Config = AdamParams;
 
@@ -222,13 +227,25 @@ impl Optimizer for Adam {
             };
             update_in_place(var, grads, |w, g| {
                 debug_assert!(w.len() == g.len() && w.len() == ms.len() && w.len() == vs.len());
-                let moments = ms.iter_mut().zip(vs.iter_mut());
-                for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-                    let gi = g + decay_grad * *w;
-                    *w -= decay_weights * *w;
-                    *m = b1 * *m + (1.0 - b1) * gi;
-                    *v = b2 * *v + (1.0 - b2) * gi * gi;
-                    *w -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                let chunk = |w: &mut [f32], g: &[f32], ms: &mut [f32], vs: &mut [f32]| {
+                    let moments = ms.iter_mut().zip(vs.iter_mut());
+                    for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+                        let gi = g + decay_grad * *w;
+                        *w -= decay_weights * *w;
+                        *m = b1 * *m + (1.0 - b1) * gi;
+                        *v = b2 * *v + (1.0 - b2) * gi * gi;
+                        *w -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                    }
+                };
+                if w.len() < PARALLEL_UPDATE_MIN {
+                    chunk(w, g, ms, vs);
+                } else {
+                    use rayon::prelude::*;
+                    w.par_chunks_mut(PARALLEL_UPDATE_CHUNK)
+                        .zip(g.par_chunks(PARALLEL_UPDATE_CHUNK))
+                        .zip(ms.par_chunks_mut(PARALLEL_UPDATE_CHUNK))
+                        .zip(vs.par_chunks_mut(PARALLEL_UPDATE_CHUNK))
+                        .for_each(|(((w, g), m), v)| chunk(w, g, m, v));
                 }
             })?;
         }
@@ -437,6 +454,38 @@ mod tests {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
             assert!((a - s).abs() > 0.1, "the weights moved");
         }
+    }
+
+    #[test]
+    fn adam_splits_a_large_update_over_threads_with_the_serial_values() {
+        // Above the threshold the update runs in chunks on the thread pool; each element's
+        // arithmetic is the same, so the values equal a serial evaluation of PyTorch's rule bit
+        // for bit, also across a chunk boundary that is not a multiple of the chunk length.
+        let n = PARALLEL_UPDATE_MIN + 12_345;
+        let start: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+        let w = Var::from_vec(start.clone(), n, &Device::Cpu).unwrap();
+        let params = AdamParams {
+            lr: 0.01,
+            weight_decay: 0.1,
+            ..AdamParams::default()
+        };
+        let mut opt = Adam::new(vec![w.clone()], params).unwrap();
+        let (mut expected, mut m, mut v) = (start.clone(), vec![0f32; n], vec![0f32; n]);
+        let (b1, b2, eps, wd) = (0.9f32, 0.999f32, 1e-8f32, 0.1f32);
+        for step in 1..=3 {
+            // Loss sum(w^2 / 2): the gradient is w itself.
+            let loss = (w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+            opt.backward_step(&loss).unwrap();
+            let step_size = (0.01 / (1.0 - 0.9f64.powi(step))) as f32;
+            let bc2_sqrt = (1.0 - 0.999f64.powi(step)).sqrt() as f32;
+            for i in 0..n {
+                let gi = expected[i] + wd * expected[i];
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                expected[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+            }
+        }
+        assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), expected);
     }
 
     #[test]
