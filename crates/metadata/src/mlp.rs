@@ -213,7 +213,8 @@ impl InputTransform {
     /// The standardisation as a fixed layer in front of a member's dense layers, applied to
     /// each densified batch of the selected genes. Why not a standardised copy of the
     /// matrix: standardised values are dense, so the copy was a `[cells, genes]` matrix stored
-    /// as CSR (values and indices, three times the dense size) rebuilt for every member.
+    /// as CSR (values and indices, twice the dense size, built through a dense intermediate)
+    /// rebuilt for every member.
     fn affine_layer(&self, device: &Device) -> Result<FeedForwardLayer> {
         let k = self.genes.len();
         Ok(FeedForwardLayer::Affine {
@@ -222,6 +223,7 @@ impl InputTransform {
         })
     }
 
+    /// The gene selection and the standardisation as layers over all `n_inputs` genes.
     fn layers(&self, n_inputs: usize, device: &Device) -> Result<Vec<FeedForwardLayer>> {
         let idx: Vec<u32> = self.genes.iter().map(|&g| g as u32).collect();
         let k = idx.len();
@@ -230,10 +232,7 @@ impl InputTransform {
                 indices: Tensor::from_vec(idx, k, device)?,
                 n_inputs,
             },
-            FeedForwardLayer::Affine {
-                scale: Tensor::from_vec(self.scale.clone(), k, device)?,
-                shift: Tensor::from_vec(self.shift.clone(), k, device)?,
-            },
+            self.affine_layer(device)?,
         ])
     }
 }
