@@ -5,6 +5,7 @@ use cellident_io::CsrMatrix;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha12Rng;
 
 use crate::error::Result;
 use crate::traits::DenseMatrix;
@@ -12,11 +13,21 @@ use crate::traits::DenseMatrix;
 /// A random generator for `(seed, stream)`: independent, reproducible streams (e.g. one per
 /// epoch) from one user seed.
 pub fn rng_for(seed: u64, stream: u64) -> StdRng {
-    // SplitMix64-style mixing so that nearby (seed, stream) pairs give unrelated states.
+    StdRng::seed_from_u64(mixed_seed(seed, stream))
+}
+
+/// The generator of [`rng_for`] as the ChaCha12 type that rand's `StdRng` wraps: the same
+/// stream of values (tested), with `get_word_pos`/`set_word_pos` to jump within it.
+pub fn chacha_for(seed: u64, stream: u64) -> ChaCha12Rng {
+    ChaCha12Rng::seed_from_u64(mixed_seed(seed, stream))
+}
+
+/// SplitMix64-style mixing so that nearby (seed, stream) pairs give unrelated states.
+fn mixed_seed(seed: u64, stream: u64) -> u64 {
     let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    StdRng::seed_from_u64(z ^ (z >> 31))
+    z ^ (z >> 31)
 }
 
 /// The order in which epoch `epoch` visits `n` samples: a permutation that depends only on
@@ -75,6 +86,21 @@ mod tests {
         let mut s = a.clone();
         s.sort_unstable();
         assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+
+    /// `chacha_for` is `rng_for`'s stream (rand 0.9's `StdRng` is ChaCha12 seeded the same way),
+    /// so parameters drawn from it keep the values they had when drawn from `StdRng`.
+    #[test]
+    fn chacha_for_is_the_stream_of_rng_for() {
+        use rand::RngCore;
+        for (seed, stream) in [(0, 0), (12345, 0x1417), (u64::MAX, 7)] {
+            let mut a = rng_for(seed, stream);
+            let mut b = chacha_for(seed, stream);
+            for _ in 0..1000 {
+                assert_eq!(a.next_u64(), b.next_u64());
+            }
+            assert_eq!(a.next_u32(), b.next_u32());
+        }
     }
 
     #[test]
