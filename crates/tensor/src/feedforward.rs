@@ -139,9 +139,10 @@ impl FeedForwardNet {
     /// keeps every input column in order, or starts with another layer); and every `Affine`
     /// directly followed by a `Linear` is folded into that linear layer
     /// (`x (W diag(scale))^T + (b + W shift)`). Why: at prediction time the selection and the
-    /// standardisation cost three more passes over each densified `[batch, genes]` chunk; without
-    /// them the metadata MLP predicts in about half the time (docs/benchmarks.md). Outputs equal [`FeedForwardNet::forward`]'s on the
-    /// selected input up to f32 rounding; attribution keeps the layer-by-layer form.
+    /// standardisation cost three more passes over each densified `[batch, genes]` chunk;
+    /// without them the metadata MLP predicts in about half the time (docs/benchmarks.md).
+    /// Outputs equal [`FeedForwardNet::forward`]'s on the selected input up to f32 rounding;
+    /// attribution keeps the layer-by-layer form.
     pub fn inference_form(&self) -> Result<(Option<Vec<usize>>, FeedForwardNet)> {
         let mut layers = self.layers.as_slice();
         let mut selection = None;

@@ -2,10 +2,11 @@
 //! initialisation, LayerNorm with a working backward).
 //!
 //! candle's CPU device cannot be seeded (`Device::set_seed` fails on CPU), so `VarBuilder`'s
-//! random `Init`s are not reproducible. [`SeededParams`] creates every parameter itself, from a
-//! `StdRng` seeded by the user's seed, in construction order, and registers it in a `VarMap`
-//! under its full name (so checkpoints load into the same names). Large uniform draws run in
-//! parallel chunks that jump to their place in the stream, with the serial loop's values.
+//! random `Init`s are not reproducible. [`SeededParams`] creates every parameter itself, from
+//! the ChaCha12 stream of the user's seed (`batch::chacha_for`, the stream of `rng_for`'s
+//! `StdRng`), in construction order, and registers it in a `VarMap` under its full name (so
+//! checkpoints load into the same names). Large uniform draws run in parallel chunks that jump
+//! to their place in the stream, with the serial loop's values.
 
 use std::cell::RefCell;
 use std::rc::Rc;
