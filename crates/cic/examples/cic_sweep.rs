@@ -66,7 +66,7 @@ fn main() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(
-        "mse {:.5} spearman {:.3} {:?} accuracy {:.3} epochs {} seconds {:.1}",
+        "mse {:.5} spearman {:.4} {:?} accuracy {:.3} epochs {} seconds {:.1}",
         mean(&mse),
         mean(&sp),
         sp.iter()
