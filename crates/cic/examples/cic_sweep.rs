@@ -40,10 +40,22 @@ fn main() {
         let yte: Vec<u32> = test.iter().map(|&i| y[i]).collect();
         let t = std::time::Instant::now();
         let (o, r) = if pca {
-            PcaCodec::fit(&xtr, params.n_top_genes, params.code_dim, 0)
-                .unwrap()
-                .reconstruct(&xte)
-                .unwrap()
+            let codec = PcaCodec::fit(&xtr, params.n_top_genes, params.code_dim, 0).unwrap();
+            // The reproduce baseline's classifier: logistic regression on the PCA scores.
+            let to_csr = |d: cellident_tensor::DenseMatrix| {
+                cellident_io::CsrMatrix::from_dense(d.n_rows, d.n_cols, &d.values).unwrap()
+            };
+            let (ctr, cte) = (
+                to_csr(codec.encode(&xtr).unwrap()),
+                to_csr(codec.encode(&xte).unwrap()),
+            );
+            let mut lr = cellident_baselines::LogisticRegression::new(
+                cellident_baselines::LogisticRegressionParams::default(),
+            )
+            .unwrap();
+            lr.fit_quiet(&ctr, &ytr, enc.classes.len()).unwrap();
+            acc.push(cellident_metrics::accuracy(&yte, &lr.predict(&cte).unwrap()).unwrap());
+            codec.reconstruct(&xte).unwrap()
         } else {
             let mut m = Cic::new(params.check().unwrap(), candle_core::Device::Cpu);
             let rep = if mode == "ae" {
