@@ -235,3 +235,40 @@ fn scaled_input_gives_cicl_a_better_first_kmeans_on_pollen() {
     assert!(a_scaled > 0.9, "scaled {a_scaled}");
     assert!(a_scaled > a_unscaled, "{a_scaled} vs {a_unscaled}");
 }
+
+/// Issue #8's test: a short run of CICL as the benchmark runs it (the default network, scaled
+/// genes) clusters the pollen fixture better than k-means on the PCA of the same input (the
+/// `kmeans` baseline of `cargo xtask reproduce`: PCA-50 of the scaled HVGs, 10 k-means++ starts,
+/// seed 0). Here: ARI 0.932 against 0.920. The margin is the method's start: the first k-means on
+/// the untrained encoder's per-cell normalised embedding already scores 0.932, and three epochs
+/// with a re-fit after each keep that partition (docs/cicl.md; on the full pollen_simlr the
+/// five-seed medians are 0.925 against 0.910).
+#[test]
+fn short_run_beats_kmeans_on_the_pca_of_its_input_on_pollen() {
+    let (d, y, k) = pollen_dataset();
+    let x = cellident_cicl::prepare_input(d, true).unwrap().values;
+    let (_, pcs) = cellident_preprocess::Pca::fit_transform(
+        x.clone(),
+        &cellident_preprocess::PcaParams::default(),
+    )
+    .unwrap();
+    let baseline =
+        cellident_preprocess::kmeans(&pcs, &cellident_preprocess::KMeansParams::new(k, 0))
+            .unwrap()
+            .labels;
+    let ari_pca = cellident_metrics::adjusted_rand_index(&y, &baseline).unwrap();
+    let params = CiclParams {
+        epochs: 3,
+        refit_every: 1,
+        ..CiclParams::default()
+    };
+    let fit = Cicl::from_params(&params)
+        .unwrap()
+        .fit(&x, k, &mut NoProgress)
+        .unwrap();
+    assert_eq!(fit.refits.len(), 4, "first fit, epochs 1 and 2, final");
+    let ari = cellident_metrics::adjusted_rand_index(&y, &fit.labels).unwrap();
+    eprintln!("CICL (argmax q) ARI {ari:.4}, PCA-50 + k-means {ari_pca:.4}");
+    assert!(ari_pca > 0.85, "the baseline itself works: {ari_pca}");
+    assert!(ari > ari_pca, "CICL {ari} vs PCA-50 + k-means {ari_pca}");
+}
