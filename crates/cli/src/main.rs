@@ -380,7 +380,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let _ = writeln!(out, "  non-zeros   {} (density {:.4})", s.nnz, density);
     let _ = writeln!(out, "  value sum   {}", s.value_sum);
     if let (Some(lo), Some(hi)) = (s.value_min, s.value_max) {
-        let _ = writeln!(out, "  values      {:?} in [{lo}, {hi}]", s.value_kind);
+        let _ = writeln!(
+            out,
+            "  values      {:?} in [{}, {}]",
+            s.value_kind,
+            readable(lo),
+            readable(hi)
+        );
     }
     let _ = writeln!(out, "  row groups  {}", p.n_row_groups());
     if !s.var_columns.is_empty() {
@@ -413,6 +419,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
     print_stdout(&out)
 }
 
+/// `v` as Display writes it, or in scientific notation when it is far from 1: FPKM tables hold
+/// values like 1e-45 (the smallest positive f32), which Display spells with 45 decimals.
+fn readable<T: std::fmt::Display + std::fmt::LowerExp + Into<f64> + Copy>(v: T) -> String {
+    let a = v.into().abs();
+    if a != 0.0 && !(1e-4..1e9).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// Writes to stdout; a closed pipe (`cellident inspect x | head`) is not an error.
 fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write as _;
@@ -423,5 +440,19 @@ fn print_stdout(text: &str) -> Result<()> {
     {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn readable_numbers_are_short_at_any_magnitude() {
+        assert_eq!(readable(f32::from_bits(1)), "1e-45");
+        assert_eq!(readable(47677.1f32), "47677.1");
+        assert_eq!(readable(0.0f32), "0");
+        assert_eq!(readable(-3.5f32), "-3.5");
+        assert_eq!(readable(2.5e10f64), "2.5e10");
     }
 }
