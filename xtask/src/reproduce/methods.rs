@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use cellident_io::{CsrMatrix, ExpressionDataset};
 use cellident_nact::{Actinn, ActinnParams, GeneScore, Nact, NactParams};
@@ -231,6 +231,29 @@ struct AnnotationData {
     config: serde_json::Value,
 }
 
+/// The context of a failed split of the cells by `label`: the classes with fewer than 2 cells, by
+/// name (the split itself sees only class numbers).
+fn small_classes(label: &str, y: &[u32], classes: &[String]) -> String {
+    let mut counts = vec![0usize; classes.len()];
+    for &c in y {
+        counts[c as usize] += 1;
+    }
+    let small: Vec<String> = classes
+        .iter()
+        .zip(&counts)
+        .filter(|&(_, &n)| n < 2)
+        .map(|(c, n)| format!("'{c}' has {n} cell(s)"))
+        .collect();
+    if small.is_empty() {
+        format!("splitting the cells by '{label}'")
+    } else {
+        format!(
+            "splitting the cells by '{label}' ({}; drop or merge such classes)",
+            small.join(", ")
+        )
+    }
+}
+
 fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<AnnotationData> {
     let (d, y, enc) = labelled(data, &spec.label)?;
     let params = log_hvg_recipe(&d);
@@ -242,21 +265,18 @@ fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Annotat
     // random_state=0)`, reproduced cell for cell), so that every annotation figure compares with
     // anchors.md §A on the same test cells; `CELLIDENT_SPLIT=cellident` takes cellident's own
     // seeded stratified split instead (the benchmark's split before 2026-11-22).
-    let (train, test, split) = match std::env::var("CELLIDENT_SPLIT").ok().as_deref() {
-        None | Some("sklearn") => {
-            let (tr, te) = cellident_preprocess::sklearn_stratified_split(&y, 0.2, 0)?;
-            (
-                tr,
-                te,
-                "scikit-learn train_test_split 80/20, stratified, random_state 0",
-            )
-        }
-        Some("cellident") => {
-            let (tr, te) = cellident_preprocess::stratified_split(&y, 0.2, 0)?;
-            (tr, te, "stratified 80/20, seed 0")
-        }
+    let (split, result) = match std::env::var("CELLIDENT_SPLIT").ok().as_deref() {
+        None | Some("sklearn") => (
+            "scikit-learn train_test_split 80/20, stratified, random_state 0",
+            cellident_preprocess::sklearn_stratified_split(&y, 0.2, 0),
+        ),
+        Some("cellident") => (
+            "stratified 80/20, seed 0",
+            cellident_preprocess::stratified_split(&y, 0.2, 0),
+        ),
         Some(other) => bail!("CELLIDENT_SPLIT must be `sklearn` or `cellident`, got `{other}`"),
     };
+    let (train, test) = result.with_context(|| small_classes(&spec.label, &y, &enc.classes))?;
     let config = json!({"preprocessing": params, "split": split, "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len(), "classes": enc.classes});
     Ok(AnnotationData {
         xtr: p.matrix().select_rows(&train),
@@ -542,6 +562,20 @@ pub(super) type ProgressBar = cellident_tensor::progress_bar::EpochBar;
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_failed_split_names_the_small_classes() {
+        let classes = ["B".to_string(), "NUP-98".to_string(), "T".to_string()];
+        let y = [0, 0, 1, 2, 2, 2];
+        assert_eq!(
+            small_classes("mol.biol", &y, &classes),
+            "splitting the cells by 'mol.biol' ('NUP-98' has 1 cell(s); drop or merge such classes)"
+        );
+        assert_eq!(
+            small_classes("mol.biol", &[0, 0, 1, 1, 2, 2], &classes),
+            "splitting the cells by 'mol.biol'"
+        );
+    }
 
     /// Issue #7's marker bar, over initialisation seeds: on pbmc68k_reduced (the whole 700-cell
     /// dataset; the benchmark's split, scikit-learn's 80/20 with random_state 0) the default
