@@ -42,12 +42,9 @@ fn main() {
         let (o, r) = if pca {
             let codec = PcaCodec::fit(&xtr, params.n_top_genes, params.code_dim, 0).unwrap();
             // The reproduce baseline's classifier: logistic regression on the PCA scores.
-            let to_csr = |d: cellident_tensor::DenseMatrix| {
-                cellident_io::CsrMatrix::from_dense(d.n_rows, d.n_cols, &d.values).unwrap()
-            };
             let (ctr, cte) = (
-                to_csr(codec.encode(&xtr).unwrap()),
-                to_csr(codec.encode(&xte).unwrap()),
+                codec.encode(&xtr).unwrap().to_csr().unwrap(),
+                codec.encode(&xte).unwrap().to_csr().unwrap(),
             );
             let mut lr = cellident_baselines::LogisticRegression::new(
                 cellident_baselines::LogisticRegressionParams::default(),

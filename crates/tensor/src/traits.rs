@@ -59,6 +59,16 @@ impl DenseMatrix {
             .collect()
     }
 
+    /// The same values as a sparse `[n_rows, n_cols]` matrix (exact zeros dropped), the input
+    /// type of every model and baseline: e.g. to classify codes or embeddings.
+    pub fn to_csr(&self) -> Result<CsrMatrix> {
+        Ok(CsrMatrix::from_dense(
+            self.n_rows,
+            self.n_cols,
+            &self.values,
+        )?)
+    }
+
     /// Copies a 2-D tensor to the host.
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let (n_rows, n_cols) = t.dims2()?;
@@ -135,4 +145,17 @@ pub trait Embedder {
 pub trait DifferentiableClassifier {
     /// Pre-softmax logits `[batch, n_classes]` of a dense input `[batch, genes]`.
     fn logits(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_csr_keeps_every_value_and_drops_only_exact_zeros() {
+        let d = DenseMatrix::new(2, 3, vec![0.0, -1.5, 2.0, 0.0, 0.0, 3.25]).unwrap();
+        let m = d.to_csr().unwrap();
+        assert_eq!((m.n_rows(), m.n_cols(), m.nnz()), (2, 3, 3));
+        assert_eq!(m.to_dense(), d.values);
+    }
 }

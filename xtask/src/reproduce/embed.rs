@@ -308,8 +308,7 @@ pub fn run_pca(
     let n_classes = e.classes.len();
     let classify =
         move |m: &PcaCodec, xtr: &CsrMatrix, xte: &CsrMatrix, ytr: &[u32]| -> Result<Vec<u32>> {
-            let to_csr = |d: DenseMatrix| CsrMatrix::from_dense(d.n_rows, d.n_cols, &d.values);
-            let (ctr, cte) = (to_csr(m.encode(xtr)?)?, to_csr(m.encode(xte)?)?);
+            let (ctr, cte) = (m.encode(xtr)?.to_csr()?, m.encode(xte)?.to_csr()?);
             let mut lr = LogisticRegression::new(LogisticRegressionParams::default())?;
             lr.fit_quiet(&ctr, ytr, n_classes)?;
             Ok(lr.predict(&cte)?)
