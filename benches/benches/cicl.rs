@@ -2,7 +2,10 @@
 //! 2,000 genes, normalised to 1e4 and logged), defaults of `CiclParams` (4 layers, batch 256).
 //! `one_epoch` is `fit` with one epoch, one k-means start and no re-fit: one pass of four
 //! batches (pseudo-label forward, two augmented forward+backward passes, two Adam groups) plus
-//! the two no-gradient embeddings around it. Run with `RAYON_NUM_THREADS=2`.
+//! the two no-gradient embeddings around it. `kmeans_1000x2000/k8_10_starts` is the k-means that
+//! CICL runs on its `[cells, G]` embedding (first clustering, and the final k-means on h), here on
+//! the logged genes: k = 8 (the fixture's cell types), 10 k-means++ starts, Lloyd to convergence.
+//! Run with `RAYON_NUM_THREADS=2`.
 
 use std::path::PathBuf;
 
@@ -35,6 +38,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut m = Cicl::from_params(&params).expect("params");
             m.fit(&x, 8, &mut NoProgress).expect("fit").labels
+        })
+    });
+    g.finish();
+
+    let kmeans = cellident_preprocess::KMeansParams::new(8, 0);
+    let mut g = c.benchmark_group("kmeans_1000x2000");
+    g.sample_size(10);
+    g.bench_function("k8_10_starts", |b| {
+        b.iter(|| {
+            cellident_preprocess::kmeans(&x, &kmeans)
+                .expect("kmeans")
+                .inertia
         })
     });
     g.finish();
