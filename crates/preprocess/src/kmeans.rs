@@ -255,11 +255,10 @@ fn lloyd(
     tol: f64,
 ) -> KMeansResult {
     let (n, dim) = (x.n_rows, x.n_cols);
-    let mut labels = vec![0u32; n];
     let mut iterations = 0;
     for it in 0..max_iter {
         iterations = it + 1;
-        labels = assign(x, &centres, k);
+        let (labels, dists) = nearest(x, &centres[..k * dim]);
         let mut sums = vec![0f64; k * dim];
         let mut counts = vec![0usize; k];
         for (i, &l) in labels.iter().enumerate() {
@@ -277,17 +276,7 @@ fn lloyd(
             if counts[c] == 0 {
                 // Empty cluster: move it to the point farthest from its centre.
                 let far = (0..n)
-                    .max_by(|&a, &b| {
-                        let da = sq_dist(
-                            x.row(a),
-                            &centres[labels[a] as usize * dim..(labels[a] as usize + 1) * dim],
-                        );
-                        let db = sq_dist(
-                            x.row(b),
-                            &centres[labels[b] as usize * dim..(labels[b] as usize + 1) * dim],
-                        );
-                        da.total_cmp(&db)
-                    })
+                    .max_by(|&a, &b| dists[a].total_cmp(&dists[b]))
                     .unwrap_or(0);
                 new[c * dim..(c + 1) * dim].copy_from_slice(x.row(far));
             } else {
