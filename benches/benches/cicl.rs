@@ -54,12 +54,8 @@ impl Progress for EpochTimer {
 /// `n` rows drawn with replacement from `x` (seeded).
 fn resample(x: &DenseMatrix, n: usize, seed: u64) -> DenseMatrix {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut values = Vec::with_capacity(n * x.n_cols);
-    for _ in 0..n {
-        let r = rng.random_range(0..x.n_rows);
-        values.extend_from_slice(&x.values[r * x.n_cols..(r + 1) * x.n_cols]);
-    }
-    DenseMatrix::new(n, x.n_cols, values).expect("dense")
+    let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..x.n_rows)).collect();
+    x.select_rows(&rows)
 }
 
 fn bench(c: &mut Criterion) {

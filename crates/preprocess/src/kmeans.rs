@@ -452,16 +452,7 @@ pub fn minibatch_kmeans(x: &DenseMatrix, p: &MiniBatchKMeansParams) -> Result<KM
 
 /// `m` rows of `x` drawn without replacement.
 fn sample_rows(x: &DenseMatrix, m: usize, rng: &mut impl Rng) -> DenseMatrix {
-    let rows = rand::seq::index::sample(rng, x.n_rows, m);
-    let mut values = Vec::with_capacity(m * x.n_cols);
-    for r in rows.iter() {
-        values.extend_from_slice(x.row(r));
-    }
-    DenseMatrix {
-        n_rows: m,
-        n_cols: x.n_cols,
-        values,
-    }
+    x.select_rows(&rand::seq::index::sample(rng, x.n_rows, m).into_vec())
 }
 
 /// Index of the nearest centre of every point.

@@ -60,11 +60,11 @@ pub fn dense_rows(x: &CsrMatrix, rows: &[usize], device: &Device) -> Result<Tens
 
 /// The rows `rows` of a dense matrix as a `[rows.len(), n_cols]` f32 tensor on `device`.
 pub fn matrix_rows(m: &DenseMatrix, rows: &[usize], device: &Device) -> Result<Tensor> {
-    let mut buf = Vec::with_capacity(rows.len() * m.n_cols);
-    for &r in rows {
-        buf.extend_from_slice(m.row(r));
-    }
-    Ok(Tensor::from_vec(buf, (rows.len(), m.n_cols), device)?)
+    Ok(Tensor::from_vec(
+        m.select_rows(rows).values,
+        (rows.len(), m.n_cols),
+        device,
+    )?)
 }
 
 /// Labels of `rows` as a `[rows.len()]` u32 tensor.

@@ -43,6 +43,20 @@ impl DenseMatrix {
         &self.values[i * self.n_cols..(i + 1) * self.n_cols]
     }
 
+    /// A new `[rows.len(), n_cols]` matrix holding the given rows, in the given order (rows may
+    /// repeat), as `CsrMatrix::select_rows` for sparse data. Panics on a row index out of range.
+    pub fn select_rows(&self, rows: &[usize]) -> DenseMatrix {
+        let mut values = Vec::with_capacity(rows.len() * self.n_cols);
+        for &r in rows {
+            values.extend_from_slice(self.row(r));
+        }
+        DenseMatrix {
+            n_rows: rows.len(),
+            n_cols: self.n_cols,
+            values,
+        }
+    }
+
     /// Index of the largest value of each row (ties: the first).
     pub fn argmax_rows(&self) -> Vec<u32> {
         (0..self.n_rows)
@@ -157,5 +171,14 @@ mod tests {
         let m = d.to_csr().unwrap();
         assert_eq!((m.n_rows(), m.n_cols(), m.nnz()), (2, 3, 3));
         assert_eq!(m.to_dense(), d.values);
+    }
+
+    #[test]
+    fn select_rows_keeps_the_order_and_repeats() {
+        let d = DenseMatrix::new(3, 2, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let s = d.select_rows(&[2, 0, 2]);
+        assert_eq!((s.n_rows, s.n_cols), (3, 2));
+        assert_eq!(s.values, vec![5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
+        assert_eq!(d.select_rows(&[]).values, Vec::<f32>::new());
     }
 }
