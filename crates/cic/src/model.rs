@@ -624,7 +624,7 @@ fn run_training(
             let loss = cic_loss(net, p, &noisy, &target, labelled.then_some(yb))?;
             let value = loss.to_scalar::<f32>()?;
             check_loss(value, epoch, b)?;
-            let grads = loss.backward()?;
+            let grads = cellident_tensor::nn::backward(&loss)?;
             opt.step(&grads)?;
             head_opt.step(&grads)?;
             let rows = yb.dims1()?;

@@ -278,7 +278,7 @@ impl Cicl {
                     cicl_loss(&z1, &z2, &labels, p.temperature, p.cluster_weight)?;
                 let value = loss.to_scalar::<f32>()?;
                 check_loss(value, epoch, b)?;
-                let grads = loss.backward()?;
+                let grads = cellident_tensor::nn::backward(&loss)?;
                 encoder_opt.step(&grads)?;
                 head_opt.step(&grads)?;
                 progress.event(&TrainEvent::Batch {

@@ -315,7 +315,7 @@ pub fn fit_classifier_source(
             let loss = crate::nn::cross_entropy(&net.logits(xb, true)?, yb)?;
             let value = loss.to_scalar::<f32>()?;
             check_loss(value, epoch, b)?;
-            opt.backward_step(&loss)?;
+            opt.step(&crate::nn::backward(&loss)?)?;
             let rows = yb.dims1()?;
             sum += value as f64 * rows as f64;
             seen += rows;
