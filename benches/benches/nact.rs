@@ -69,7 +69,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let logits = net.forward(&xb).expect("forward").0;
             let loss = cellident_tensor::nn::cross_entropy(&logits, &yb).expect("loss");
-            opt.backward_step(&loss).expect("step");
+            opt.step(&cellident_tensor::nn::backward(&loss).expect("backward"))
+                .expect("step");
         })
     });
     let mut mask_rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -78,7 +79,8 @@ fn bench(c: &mut Criterion) {
             let masked = cellident_tensor::nn::dropout(&xb, 0.5, &mut mask_rng).expect("mask");
             let logits = net.forward_masked(&xb, &masked).expect("forward").0;
             let loss = cellident_tensor::nn::cross_entropy(&logits, &yb).expect("loss");
-            opt.backward_step(&loss).expect("step");
+            opt.step(&cellident_tensor::nn::backward(&loss).expect("backward"))
+                .expect("step");
         })
     });
 

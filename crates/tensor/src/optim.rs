@@ -3,7 +3,9 @@
 //! On the CPU each parameter is updated in one fused loop over host memory (one read of the
 //! gradient, one write of the parameter), instead of the ~10 allocating element-wise tensor
 //! ops per parameter that a tensor-level implementation costs. Other devices use tensor ops.
-//! All three implement [`candle_nn::Optimizer`], so `backward_step` works as usual.
+//! All three implement [`candle_nn::Optimizer`], so `backward_step` works as usual; training loops
+//! call `opt.step(&crate::nn::backward(&loss)?)` instead, which gives the same gradients with less
+//! memory traffic ([`crate::nn::backward`]).
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
