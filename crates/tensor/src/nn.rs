@@ -461,12 +461,13 @@ thread_local! {
 /// (`GradStore::or_insert` then `add`), and its matmul zero-fills its output before gemm
 /// overwrites it. For a `[out, in]` weight that is two zero-fills, an add that reads two
 /// buffers and writes a third, on top of gemm's own write: on CIC's 4.1 M weights about a
-/// sixth of a training step's time in `perf` (zero-fills 8 %, the adds 8 %). Here each weight gradient `dW = grad^T x` is
-/// written by the same gemm call candle's matmul makes (so the same values) into an
-/// uninitialised buffer, a weight used more than once (CICL's two views) adds the later
-/// products into it in place in the order candle would, and the results are inserted into
-/// the `GradStore` when the backward pass is over. Only weights that are variables (leaves)
-/// take this path; a derived weight tensor must pass its gradient on through candle's graph.
+/// sixth of a training step's time in `perf` (zero-fills 8 %, the adds 8 %). Here each weight
+/// gradient `dW = grad^T x` is written by the same gemm call candle's matmul makes (so the
+/// same values) into an uninitialised buffer, a weight used more than once (CICL's two views)
+/// adds the later products into it in place in the order candle would, and the results are
+/// inserted into the `GradStore` when the backward pass is over. Only weights that are
+/// variables (leaves) take this path; a derived weight tensor must pass its gradient on
+/// through candle's graph.
 pub fn backward(loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
     /// Switches the deferral off when the pass ends, also by an error or a panic.
     struct Active;
@@ -580,10 +581,17 @@ fn defer_weight_gradient(x: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::
         match list.iter_mut().find(|(t, _)| t.id() == w.id()) {
             // candle would add this product to the sum so far: the same additions in the
             // same order.
-            Some((_, sum)) if n >= 1 << 18 => {
-                sum.par_iter_mut().zip(&dw).for_each(|(s, d)| *s += d)
+            Some((_, sum)) => {
+                let add = |s: &mut [f32], d: &[f32]| s.iter_mut().zip(d).for_each(|(s, d)| *s += d);
+                // Split over the pool as the optimizers split their element-wise updates.
+                if n < crate::optim::PARALLEL_UPDATE_MIN {
+                    add(sum, &dw);
+                } else {
+                    sum.par_chunks_mut(crate::optim::PARALLEL_UPDATE_CHUNK)
+                        .zip(dw.par_chunks(crate::optim::PARALLEL_UPDATE_CHUNK))
+                        .for_each(|(s, d)| add(s, d));
+                }
             }
-            Some((_, sum)) => sum.iter_mut().zip(&dw).for_each(|(s, d)| *s += d),
             None => list.push((w.clone(), dw)),
         }
     });

@@ -174,8 +174,8 @@ impl Adam {
 
 /// Parameters at which an element-wise update is split over the thread pool (below, the
 /// hand-off costs more than it saves), and the split's chunk length.
-const PARALLEL_UPDATE_MIN: usize = 1 << 18;
-const PARALLEL_UPDATE_CHUNK: usize = 1 << 16;
+pub(crate) const PARALLEL_UPDATE_MIN: usize = 1 << 18;
+pub(crate) const PARALLEL_UPDATE_CHUNK: usize = 1 << 16;
 
 impl Optimizer for Adam {
     type Config = AdamParams;
