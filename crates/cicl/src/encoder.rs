@@ -91,6 +91,8 @@ impl EncoderLayer {
 pub struct Encoder {
     pub layers: Vec<EncoderLayer>,
     final_norm: LayerNorm,
+    /// `[1, G]`: the constant profile of [`CiclParams::input_offset`] (`None` when it is 0).
+    offset: Option<Tensor>,
 }
 
 impl Encoder {
@@ -98,15 +100,27 @@ impl Encoder {
         let layers = (0..c.n_layers)
             .map(|l| EncoderLayer::new(g, c, &p.pp(format!("layer{l}"))))
             .collect::<Result<Vec<_>>>()?;
+        let offset = if c.input_offset > 0.0 {
+            let a = c.input_offset as f32;
+            let profile: Vec<f32> = (0..g).map(|j| if j % 2 == 0 { a } else { -a }).collect();
+            Some(Tensor::from_vec(profile, (1, g), p.device())?)
+        } else {
+            None
+        };
         Ok(Encoder {
             layers,
             final_norm: LayerNorm::new(g, &p.pp("final_norm"))?,
+            offset,
         })
     }
 
-    /// The embedding `h` `[batch, G]` of `x` `[batch, G]`.
+    /// The embedding `h` `[batch, G]` of `x` `[batch, G]` (plus the constant profile of
+    /// [`CiclParams::input_offset`] when it is set).
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        let mut h = x.clone();
+        let mut h = match &self.offset {
+            Some(o) => x.broadcast_add(o)?,
+            None => x.clone(),
+        };
         for layer in &self.layers {
             h = layer.forward(&h, drop)?;
         }

@@ -74,6 +74,11 @@ impl SeededParams {
         }
     }
 
+    /// The device the parameters live on (for constants a layer keeps beside them).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// A sub-namespace (`prefix.name`).
     pub fn pp(&self, name: impl AsRef<str>) -> Self {
         let mut s = self.clone();
