@@ -22,6 +22,10 @@ fn small_params() -> CiclParams {
     }
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    cellident_tensor::nn::max_abs_diff(a, b).unwrap()
+}
+
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = cellident_tensor::batch::rng_for(seed, 0);
     let n: usize = shape.iter().product();
@@ -56,27 +60,13 @@ fn one_token_attention_shortcut_equals_full_attention() {
     .unwrap()
     .reshape((5, g))
     .unwrap();
-    let diff = (shortcut - &full)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&shortcut, &full);
     assert!(diff < 1e-5, "max difference {diff}");
     // With two tokens Q and K do matter: the comparison above is not vacuous.
     let pair = random(&[5, 2, g], 4);
     let a = multi_head_attention(&pair, &w_q, &w_k, &layer.w_v, &layer.fc, 2).unwrap();
     let b = multi_head_attention(&pair, &w_k, &w_q, &layer.w_v, &layer.fc, 2).unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_abs_diff(&a, &b);
     assert!(d > 1e-3);
 }
 
@@ -301,19 +291,9 @@ fn input_offset_adds_the_alternating_profile_before_the_encoder() {
         .forward(&shifted, &mut Dropout::eval())
         .unwrap();
     let unshifted = encoder(0.0).forward(&x, &mut Dropout::eval()).unwrap();
-    let max_diff = |p: &Tensor, q: &Tensor| {
-        (p - q)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    assert!(max_diff(&with, &plain) < 1e-6);
+    assert!(max_abs_diff(&with, &plain) < 1e-6);
     assert!(
-        max_diff(&with, &unshifted) > 1e-2,
+        max_abs_diff(&with, &unshifted) > 1e-2,
         "the profile changes the embedding"
     );
     let bad = CiclParams {

@@ -296,14 +296,7 @@ mod tests {
     use candle_nn::VarMap;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        cellident_tensor::nn::max_abs_diff(a, b).unwrap()
     }
 
     /// Centring the attention input is a reparametrisation: after folding `-W_a c` into the

@@ -623,6 +623,16 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut rand::rngs::StdRng) -> Result<Tenso
     Ok(x.mul(&mask)?)
 }
 
+/// The largest absolute element-wise difference of two tensors of one shape (how tests
+/// compare two computations of the same function).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?
+        .abs()?
+        .max_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()?)
+}
+
 /// Softmax over the last dimension, numerically stabilised, differentiable.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax(x, D::Minus1)?)
