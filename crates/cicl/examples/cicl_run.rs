@@ -50,10 +50,10 @@ fn main() {
     let fit = m.fit(&x, k, &mut NoProgress).unwrap();
     let secs = t.elapsed().as_secs_f64();
     for l in &fit.losses {
-        if l.epoch % 5 == 0 || l.epoch + 1 == fit.losses.len() {
+        if l.epoch % 5 == 0 || l.epoch % 5 == 4 || l.epoch + 1 == fit.losses.len() {
             println!(
-                "epoch {:>3} loss {:.4} (ins {:.4}, clu {:.4})",
-                l.epoch, l.total, l.instance, l.cluster
+                "epoch {:>3} loss {:.4} (ins {:.4}, clu {:.4}), pseudo-labels off the partition {:.3}",
+                l.epoch, l.total, l.instance, l.cluster, l.labels_off_partition
             );
         }
     }

@@ -42,6 +42,10 @@ pub struct LossRecord {
     pub total: f32,
     pub instance: f32,
     pub cluster: f32,
+    /// Fraction of the epoch's pseudo-labels (argmax q of each batch's un-augmented cells)
+    /// that differ from the last (re-)fit's partition.
+    #[serde(default)]
+    pub labels_off_partition: f64,
 }
 
 /// The outcome of [`Cicl::fit`].
@@ -261,6 +265,7 @@ impl Cicl {
             }
             let order = epoch_order(n, p.seed, epoch);
             let (mut sum, mut sum_ins, mut sum_clu, mut count) = (0f64, 0f64, 0f64, 0usize);
+            let mut off = 0usize;
             for (b, rows) in batches(&order, batch_size, drop_last).enumerate() {
                 let (encoder, head) = self.network()?;
                 // Pseudo-labels from the un-augmented cells with the current encoder.
@@ -268,6 +273,11 @@ impl Cicl {
                     .forward(&matrix_rows(x, rows, &self.device)?, &mut Dropout::eval())?
                     .detach();
                 let labels = pseudo_labels(&DenseMatrix::from_tensor(&h0)?, &self.centroids)?;
+                off += rows
+                    .iter()
+                    .zip(&labels)
+                    .filter(|&(&r, &l)| last_labels[r] != l)
+                    .count();
                 let z1 = head.forward(
                     &encoder.forward(&matrix_rows(&views.0, rows, &self.device)?, &mut dropout)?,
                 )?;
@@ -304,6 +314,7 @@ impl Cicl {
                 total: (sum / c) as f32,
                 instance: (sum_ins / c) as f32,
                 cluster: (sum_clu / c) as f32,
+                labels_off_partition: off as f64 / c,
             });
             progress.event(&TrainEvent::Epoch(record.clone()));
             epochs.push(record);

@@ -339,3 +339,28 @@ fn input_offset_gives_a_better_first_kmeans_on_the_baron_mouse_fixture() {
     eprintln!("first k-means ARI: input_offset 2 {with:.3}, 0 {without:.3}");
     assert!(with > without + 0.1, "{with} vs {without}");
 }
+
+/// `labels_off_partition` counts the pseudo-labels that differ from the last k-means: with the
+/// untrained encoder (the first batch of the first epoch, here the only one) the pseudo-label of
+/// every cell is its nearest first-k-means centroid, i.e. exactly that k-means' label, so the
+/// fraction is 0; after a step at a large encoder learning rate the embedding has moved and
+/// some cells are nearer another centroid. Pollen fixture, one batch of all 249 cells per epoch.
+#[test]
+fn pseudo_labels_leave_the_partition_only_once_the_encoder_moves() {
+    let (x, _, k) = pollen();
+    let params = CiclParams {
+        epochs: 2,
+        refit_every: 0,
+        kmeans_restarts: 3,
+        lr_encoder: 1e-2,
+        ..small_params()
+    };
+    let fit = Cicl::from_params(&params)
+        .unwrap()
+        .fit(&x, k, &mut NoProgress)
+        .unwrap();
+    let off: Vec<f64> = fit.losses.iter().map(|l| l.labels_off_partition).collect();
+    eprintln!("pseudo-labels off the first partition per epoch: {off:?}");
+    assert_eq!(off[0], 0.0);
+    assert!(off[1] > 0.0 && off[1] <= 1.0, "{off:?}");
+}

@@ -81,6 +81,12 @@ pub fn run_cicl(
         "n_cells": x.n_rows,
         "n_genes": x.n_cols,
         "loss_curve": fit.losses.iter().map(|l| l.total).collect::<Vec<_>>(),
+        // Per epoch: how far the pseudo-labels strayed from the last k-means between re-fits.
+        "labels_off_partition": fit
+            .losses
+            .iter()
+            .map(|l| l.labels_off_partition)
+            .collect::<Vec<_>>(),
         "refits": fit.refits,
     });
     Ok(vec![RunOutput {
