@@ -70,7 +70,8 @@ pub struct CiclParams {
     /// cell's spread about `sqrt(a² + its own)`, so the LayerNorm rescales all cells alike; the
     /// profile is the same for every cell, so it moves no cell relative to another. Opt-in:
     /// docs/cicl.md "A constant profile under the LayerNorm" has what it does (2 with
-    /// `cluster_weight` 1 was the best tried; not checked over five seeds).
+    /// `cluster_weight` 1 was the best tried; over five seeds on the five smallest sets it is below
+    /// the default, 0.587 against 0.607 mean median ARI).
     #[serde(default)]
     pub input_offset: f64,
 }
