@@ -542,6 +542,29 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let unscaled_cicl_ari = pollen_ari(&cicl_unscaled);
     eprintln!("pollen CICL (1 epoch) on unscaled genes ARI {unscaled_cicl_ari:.3}");
     assert!(unscaled_cicl_ari > 0.8, "{unscaled_cicl_ari}");
+    // A sharper temperature (docs/cicl.md "Temperature": 0.964 on the full cellbench_5cl at
+    // τ 0.2); a non-positive one is refused before training, naming the parameter.
+    let cicl_sharp = dir.path().join("cicl_sharp.csv");
+    let sharp = |t: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cellident"))
+            .args([
+                "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
+            ])
+            .args(["--temperature", t, "-o"])
+            .arg(&cicl_sharp)
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let out = sharp("0");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("temperature"), "{err}");
+    assert!(!cicl_sharp.exists(), "no output after a refused parameter");
+    ok(&sharp("0.2"));
+    let sharp_ari = pollen_ari(&cicl_sharp);
+    eprintln!("pollen CICL (1 epoch, τ 0.2) ARI {sharp_ari:.3}");
+    assert!(sharp_ari > 0.8, "{sharp_ari}");
     let summary = inspect_json(&emb);
     assert_eq!(summary["n_cells"], 249);
     assert_eq!(
