@@ -565,6 +565,32 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let sharp_ari = pollen_ari(&cicl_sharp);
     eprintln!("pollen CICL (1 epoch, τ 0.2) ARI {sharp_ari:.3}");
     assert!(sharp_ari > 0.8, "{sharp_ari}");
+    // Dropout is a rate in [0, 1): 1 is refused before training, naming the parameter; 0
+    // (docs/cicl.md "Dropout") trains.
+    let cicl_no_dropout = dir.path().join("cicl_no_dropout.csv");
+    let with_dropout = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cellident"))
+            .args([
+                "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
+            ])
+            .args(["--dropout", p, "-o"])
+            .arg(&cicl_no_dropout)
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let out = with_dropout("1");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dropout"), "{err}");
+    assert!(
+        !cicl_no_dropout.exists(),
+        "no output after a refused parameter"
+    );
+    ok(&with_dropout("0"));
+    let no_dropout_ari = pollen_ari(&cicl_no_dropout);
+    eprintln!("pollen CICL (1 epoch, dropout 0) ARI {no_dropout_ari:.3}");
+    assert!(no_dropout_ari > 0.8, "{no_dropout_ari}");
     let summary = inspect_json(&emb);
     assert_eq!(summary["n_cells"], 249);
     assert_eq!(
