@@ -542,54 +542,38 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let unscaled_cicl_ari = pollen_ari(&cicl_unscaled);
     eprintln!("pollen CICL (1 epoch) on unscaled genes ARI {unscaled_cicl_ari:.3}");
     assert!(unscaled_cicl_ari > 0.8, "{unscaled_cicl_ari}");
+    // One CICL option, one epoch: a value outside its range is refused before training, with
+    // an error naming the parameter and no output file; a value inside it trains to a sensible
+    // clustering of pollen_simlr.
+    let cicl_option = |flag: &str, refused: &str, accepted: &str| -> f64 {
+        let csv = dir.path().join(format!("cicl_{flag}.csv"));
+        let run = |value: &str| {
+            Command::new(env!("CARGO_BIN_EXE_cellident"))
+                .args([
+                    "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
+                ])
+                .args([&format!("--{flag}"), value, "-o"])
+                .arg(&csv)
+                .arg(&input)
+                .output()
+                .unwrap()
+        };
+        let out = run(refused);
+        assert_eq!(out.status.code(), Some(1), "--{flag} {refused}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{err}");
+        assert!(!csv.exists(), "no output after a refused --{flag}");
+        ok(&run(accepted));
+        let ari = pollen_ari(&csv);
+        eprintln!("pollen CICL (1 epoch, --{flag} {accepted}) ARI {ari:.3}");
+        ari
+    };
     // A sharper temperature (docs/cicl.md "Temperature": 0.964 on the full cellbench_5cl at
-    // τ 0.2); a non-positive one is refused before training, naming the parameter.
-    let cicl_sharp = dir.path().join("cicl_sharp.csv");
-    let sharp = |t: &str| {
-        Command::new(env!("CARGO_BIN_EXE_cellident"))
-            .args([
-                "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
-            ])
-            .args(["--temperature", t, "-o"])
-            .arg(&cicl_sharp)
-            .arg(&input)
-            .output()
-            .unwrap()
-    };
-    let out = sharp("0");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("temperature"), "{err}");
-    assert!(!cicl_sharp.exists(), "no output after a refused parameter");
-    ok(&sharp("0.2"));
-    let sharp_ari = pollen_ari(&cicl_sharp);
-    eprintln!("pollen CICL (1 epoch, τ 0.2) ARI {sharp_ari:.3}");
+    // τ 0.2); a non-positive one is refused.
+    let sharp_ari = cicl_option("temperature", "0", "0.2");
     assert!(sharp_ari > 0.8, "{sharp_ari}");
-    // Dropout is a rate in [0, 1): 1 is refused before training, naming the parameter; 0
-    // (docs/cicl.md "Dropout") trains.
-    let cicl_no_dropout = dir.path().join("cicl_no_dropout.csv");
-    let with_dropout = |p: &str| {
-        Command::new(env!("CARGO_BIN_EXE_cellident"))
-            .args([
-                "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
-            ])
-            .args(["--dropout", p, "-o"])
-            .arg(&cicl_no_dropout)
-            .arg(&input)
-            .output()
-            .unwrap()
-    };
-    let out = with_dropout("1");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("dropout"), "{err}");
-    assert!(
-        !cicl_no_dropout.exists(),
-        "no output after a refused parameter"
-    );
-    ok(&with_dropout("0"));
-    let no_dropout_ari = pollen_ari(&cicl_no_dropout);
-    eprintln!("pollen CICL (1 epoch, dropout 0) ARI {no_dropout_ari:.3}");
+    // Dropout is a rate in [0, 1): 1 is refused; 0 (docs/cicl.md "Dropout 0") trains.
+    let no_dropout_ari = cicl_option("dropout", "1", "0");
     assert!(no_dropout_ari > 0.8, "{no_dropout_ari}");
     let summary = inspect_json(&emb);
     assert_eq!(summary["n_cells"], 249);
