@@ -59,7 +59,7 @@ pub struct ClusterArgs {
     #[arg(long)]
     temperature: Option<f64>,
     /// CICL: dropout rate inside the encoder during training, in [0, 1) (default 0.2, the
-    /// paper's). docs/cicl.md "Dropout" measures 0 on thirteen datasets.
+    /// paper's). docs/cicl.md "Dropout 0" measures 0 on thirteen datasets.
     #[arg(long)]
     dropout: Option<f64>,
     /// CICL: also write the cells' embedding (Parquet, features h0..) to this file.
