@@ -62,6 +62,11 @@ pub struct ClusterArgs {
     /// paper's). docs/cicl.md "Dropout 0" measures 0 on thirteen datasets.
     #[arg(long)]
     dropout: Option<f64>,
+    /// CICL: height of the constant (+a, -a, ...) profile added to every cell before the
+    /// encoder, so that its per-cell LayerNorm rescales all cells alike (default 0, off; not
+    /// the paper's). docs/cicl.md "A constant profile under the LayerNorm" measures 2.
+    #[arg(long, allow_negative_numbers = true)]
+    input_offset: Option<f64>,
     /// CICL: also write the cells' embedding (Parquet, features h0..) to this file.
     #[arg(long)]
     embedding: Option<PathBuf>,
@@ -270,6 +275,9 @@ fn cluster_and_write(
             }
             if let Some(p) = a.dropout {
                 params.dropout = p;
+            }
+            if let Some(o) = a.input_offset {
+                params.input_offset = o;
             }
             let device: DeviceChoice = a.device.parse()?;
             let mut model = Cicl::new(params.check()?, device.device()?);
