@@ -64,7 +64,8 @@ pub struct ClusterArgs {
     dropout: Option<f64>,
     /// CICL: height of the constant (+a, -a, ...) profile added to every cell before the
     /// encoder, so that its per-cell LayerNorm rescales all cells alike (default 0, off; not
-    /// the paper's). docs/cicl.md "A constant profile under the LayerNorm" measures 2.
+    /// the paper's). docs/cicl.md "A constant profile under the LayerNorm" and "The profile
+    /// without dropout" (with `--dropout 0`) measure 2.
     #[arg(long, allow_negative_numbers = true)]
     input_offset: Option<f64>,
     /// CICL: also write the cells' embedding (Parquet, features h0..) to this file.
