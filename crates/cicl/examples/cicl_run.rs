@@ -2,8 +2,11 @@
 //! Market layout) with CICL's input recipe (normalise + log1p for counts, top 2000 seurat HVGs,
 //! genes scaled unless `CICL_UNSCALED=1`),
 //! printing per-epoch loss, the label movement at each re-fit, and ARI/NMI of the first k-means,
-//! the model's argmax q and k-means on the final embedding. Parameters from `CICL_PARAMS` (JSON
-//! override of `CiclParams::default()`; `CICL_REFERENCE=1` starts from `CiclParams::reference()`).
+//! the model's argmax q and k-means on the final embedding, and a label-free score of the argmax-q
+//! partition: its mean silhouette in PCA-50 of the input (the same space for every CICL parameter
+//! set, so recipes can be compared without labels). Parameters from `CICL_PARAMS` (JSON override of
+//! `CiclParams::default()`; `CICL_REFERENCE=1` starts from `CiclParams::reference()`).
+//! `CICL_LABELS_OUT=path` also writes the argmax-q labels, one per line.
 //!
 //! `cargo run --release -p cellident-cicl --example cicl_run -- ../shared/datasets/pollen_simlr label`
 #![allow(clippy::unwrap_used)]
@@ -70,6 +73,31 @@ fn main() {
     score("first k-means", &fit.initial_labels);
     score("CICL argmax q", &fit.labels);
     score("CICL k-means on h", &fit.kmeans_labels);
+    // Silhouette in PCA-50 of the (scaled) input: the same space for every CICL parameter set,
+    // unlike the model's own embedding, so it can rank recipes' partitions without labels.
+    let pcs = cellident_preprocess::Pca::fit_transform(
+        x.clone(),
+        &cellident_preprocess::PcaParams {
+            n_components: 50.min(x.n_rows).min(x.n_cols),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .1;
+    let points: Vec<f64> = pcs.values.iter().map(|&v| f64::from(v)).collect();
+    let sil =
+        |pred: &[u32]| cellident_metrics::silhouette_score(&points, pcs.n_cols, pred).unwrap();
+    println!(
+        "silhouette in input PCA-50: first k-means {:.4}, argmax q {:.4}",
+        sil(&fit.initial_labels),
+        sil(&fit.labels)
+    );
+    if let Ok(path) = std::env::var("CICL_LABELS_OUT") {
+        let text: String = fit.labels.iter().map(|l| format!("{l}\n")).collect();
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
     println!(
         "train {:.1} s ({:.2} s/epoch)",
         secs,
