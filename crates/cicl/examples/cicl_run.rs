@@ -75,10 +75,12 @@ fn main() {
     score("CICL k-means on h", &fit.kmeans_labels);
     // Silhouette in PCA-50 of the (scaled) input: the same space for every CICL parameter set,
     // unlike the model's own embedding, so it can rank recipes' partitions without labels.
+    // The input is not needed after this, so PCA takes it rather than a copy.
+    let n_components = 50.min(x.n_rows).min(x.n_cols);
     let pcs = cellident_preprocess::Pca::fit_transform(
-        x.clone(),
+        x,
         &cellident_preprocess::PcaParams {
-            n_components: 50.min(x.n_rows).min(x.n_cols),
+            n_components,
             ..Default::default()
         },
     )
@@ -93,10 +95,8 @@ fn main() {
         sil(&fit.labels)
     );
     if let Ok(path) = std::env::var("CICL_LABELS_OUT") {
-        let text: String = fit.labels.iter().map(|l| format!("{l}\n")).collect();
-        let tmp = format!("{path}.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
+        let lines: Vec<String> = fit.labels.iter().map(u32::to_string).collect();
+        cellident_io::write_lines(std::path::Path::new(&path), &lines).unwrap();
     }
     println!(
         "train {:.1} s ({:.2} s/epoch)",
