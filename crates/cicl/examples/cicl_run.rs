@@ -61,8 +61,11 @@ fn main() {
         }
     }
     for r in &fit.refits {
+        let ari = cellident_metrics::clustering_scores(&y, &r.labels)
+            .unwrap()
+            .ari;
         println!(
-            "refit before epoch {:>3}: labels changed {:.3}",
+            "refit before epoch {:>3}: labels changed {:.3}, ARI {ari:.3}",
             r.epoch, r.labels_changed
         );
     }

@@ -33,6 +33,10 @@ pub struct RefitRecord {
     /// Fraction of cells whose pseudo-label differs from the previous fit's.
     pub labels_changed: f64,
     pub inertia: f64,
+    /// The partition this fit left (nearest centroid of every cell), for diagnostics; not
+    /// serialised.
+    #[serde(skip)]
+    pub labels: Vec<u32>,
 }
 
 /// One epoch's loss parts.
@@ -224,6 +228,7 @@ impl Cicl {
             epoch: 0,
             labels_changed: 0.0,
             inertia: first.inertia,
+            labels: initial_labels.clone(),
         }];
         let mut last_labels = initial_labels.clone();
 
@@ -350,17 +355,20 @@ impl Cicl {
         })
     }
 
-    /// Lloyd iterations from the current centroids on the current embedding.
+    /// Lloyd iterations (at most `refit_max_iter`) from the current centroids on the current
+    /// embedding.
     fn refit(&mut self, x: &DenseMatrix, last_labels: &mut Vec<u32>) -> Result<RefitRecord> {
         let h = self.embed_dense(x)?;
-        let r = kmeans_from(&h, &self.centroids, 300, 1e-4).map_err(kmeans_error)?;
+        let max_iter = self.config.params().refit_max_iter;
+        let r = kmeans_from(&h, &self.centroids, max_iter, 1e-4).map_err(kmeans_error)?;
         let changed = fraction_changed(last_labels, &r.labels);
-        *last_labels = r.labels;
+        *last_labels = r.labels.clone();
         self.centroids = r.centroids;
         Ok(RefitRecord {
             epoch: 0,
             labels_changed: changed,
             inertia: r.inertia,
+            labels: r.labels,
         })
     }
 }

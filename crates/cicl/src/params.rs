@@ -56,6 +56,12 @@ pub struct CiclParams {
     /// Re-fit k-means on the current embeddings every this many epochs, warm-started from the
     /// current centroids (the paper's iteration; 0 = never).
     pub refit_every: usize,
+    /// Lloyd iterations of each re-fit (300 = to convergence, the paper's "re-fit k-means").
+    /// 1 is a damped re-fit: every cell goes to its nearest current centroid and each centroid
+    /// to the mean of its cells, once, so a re-fit cannot carry the partition to another
+    /// k-means optimum of the moved embedding. Opt-in: docs/cicl.md "One Lloyd step per re-fit".
+    #[serde(default = "default_refit_max_iter")]
+    pub refit_max_iter: usize,
     /// Keep the centroids of the first k-means for the whole run (the reference code).
     pub frozen_centroids: bool,
     pub augment: AugmentParams,
@@ -76,6 +82,10 @@ pub struct CiclParams {
     pub input_offset: f64,
 }
 
+fn default_refit_max_iter() -> usize {
+    300
+}
+
 impl Default for CiclParams {
     fn default() -> Self {
         CiclParams {
@@ -94,6 +104,7 @@ impl Default for CiclParams {
             batch_size: 256,
             epochs: 50,
             refit_every: 5,
+            refit_max_iter: default_refit_max_iter(),
             frozen_centroids: false,
             augment: AugmentParams::default(),
             kmeans_restarts: 10,
@@ -141,6 +152,7 @@ impl CheckParams for CiclParams {
             ("projection_dim", self.projection_dim),
             ("batch_size", self.batch_size),
             ("kmeans_restarts", self.kmeans_restarts),
+            ("refit_max_iter", self.refit_max_iter),
         ];
         for (name, v) in positive {
             ensure_param(v > 0, name, || "must be at least 1".into())?;
@@ -208,5 +220,25 @@ mod tests {
             ..CiclParams::default()
         };
         assert!(bad.check().unwrap_err().to_string().contains("batch_size"));
+        let bad = CiclParams {
+            refit_max_iter: 0,
+            ..CiclParams::default()
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("refit_max_iter")
+        );
+    }
+
+    /// Parameter files written before `refit_max_iter` existed still load, as full re-fits.
+    #[test]
+    fn params_without_refit_max_iter_load_as_full_refits() {
+        let mut v = serde_json::to_value(CiclParams::default()).unwrap();
+        v.as_object_mut().unwrap().remove("refit_max_iter");
+        let p: CiclParams = serde_json::from_value(v).unwrap();
+        assert_eq!(p.refit_max_iter, 300);
+        assert_eq!(p, CiclParams::default());
     }
 }

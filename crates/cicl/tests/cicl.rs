@@ -142,6 +142,10 @@ fn short_run_on_pollen_is_reproducible_and_clusters_the_cell_types() {
     assert_eq!(fa.losses, fb.losses);
     assert_eq!(fa.embedding.n_cols, 2000);
     assert_eq!(fa.refits.len(), 3, "first fit, epoch 2, final");
+    // Each re-fit record keeps its partition: the first is the first k-means, the last the
+    // nearest final centroid of every cell, which is argmax q (q falls with the distance).
+    assert_eq!(fa.refits[0].labels, fa.initial_labels);
+    assert_eq!(fa.refits[2].labels, fa.labels);
     let ari = cellident_metrics::adjusted_rand_index(&y, &fa.labels).unwrap();
     // The 11 pollen types are well separated: any working pipeline gets ARI > 0.7
     // (PCA-50 + k-means on this fixture: 0.92, fixtures/baseline.json).
