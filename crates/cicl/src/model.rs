@@ -222,15 +222,15 @@ impl Cicl {
         // The first k-means, on the untrained encoder's embedding (the reference's init).
         let h = self.embed_dense(x)?;
         let first = kmeans(&h, &kmeans_params).map_err(kmeans_error)?;
-        let initial_labels = first.labels.clone();
         self.centroids = first.centroids;
+        // The last record's `labels` is the partition now in force: the loop reads it from
+        // there rather than keeping a second copy.
         let mut refits = vec![RefitRecord {
             epoch: 0,
             labels_changed: 0.0,
             inertia: first.inertia,
-            labels: initial_labels.clone(),
+            labels: first.labels,
         }];
-        let mut last_labels = initial_labels.clone();
 
         let (encoder_vars, head_vars) = self.var_groups()?;
         let adam = |lr| AdamParams {
@@ -258,7 +258,7 @@ impl Cicl {
         let mut epochs = Vec::with_capacity(p.epochs);
         for epoch in 0..p.epochs {
             if !p.frozen_centroids && p.refit_every > 0 && epoch > 0 && epoch % p.refit_every == 0 {
-                let refit = self.refit(x, &mut last_labels)?;
+                let refit = self.refit(x, partition_in_force(&refits))?;
                 refits.push(RefitRecord { epoch, ..refit });
             }
             if p.augment.resample_each_epoch && epoch > 0 {
@@ -268,6 +268,7 @@ impl Cicl {
                     augmented_view(x, &p.augment, p.seed, s + 1)?,
                 );
             }
+            let last_labels = partition_in_force(&refits);
             let order = epoch_order(n, p.seed, epoch);
             let (mut sum, mut sum_ins, mut sum_clu, mut count) = (0f64, 0f64, 0f64, 0usize);
             let mut off = 0usize;
@@ -327,7 +328,7 @@ impl Cicl {
         // The paper's iteration ends with a last re-fit on the final embedding; frozen
         // centroids (the reference code) keep the first k-means.
         if !p.frozen_centroids && p.refit_every > 0 {
-            let refit = self.refit(x, &mut last_labels)?;
+            let refit = self.refit(x, partition_in_force(&refits))?;
             refits.push(RefitRecord {
                 epoch: p.epochs,
                 ..refit
@@ -342,7 +343,7 @@ impl Cicl {
         Ok(CiclFit {
             labels,
             kmeans_labels,
-            initial_labels,
+            initial_labels: refits[0].labels.clone(),
             embedding,
             losses,
             refits,
@@ -356,13 +357,12 @@ impl Cicl {
     }
 
     /// Lloyd iterations (at most `refit_max_iter`) from the current centroids on the current
-    /// embedding.
-    fn refit(&mut self, x: &DenseMatrix, last_labels: &mut Vec<u32>) -> Result<RefitRecord> {
+    /// embedding; `previous` is the partition it replaces.
+    fn refit(&mut self, x: &DenseMatrix, previous: &[u32]) -> Result<RefitRecord> {
         let h = self.embed_dense(x)?;
         let max_iter = self.config.params().refit_max_iter;
         let r = kmeans_from(&h, &self.centroids, max_iter, 1e-4).map_err(kmeans_error)?;
-        let changed = fraction_changed(last_labels, &r.labels);
-        *last_labels = r.labels.clone();
+        let changed = fraction_changed(previous, &r.labels);
         self.centroids = r.centroids;
         Ok(RefitRecord {
             epoch: 0,
@@ -371,6 +371,12 @@ impl Cicl {
             labels: r.labels,
         })
     }
+}
+
+/// The partition in force: the last (re-)fit's labels. `refits` always holds the first
+/// k-means, so it is never empty.
+fn partition_in_force(refits: &[RefitRecord]) -> &[u32] {
+    &refits[refits.len() - 1].labels
 }
 
 fn dense(x: &CsrMatrix) -> Result<DenseMatrix> {
