@@ -22,4 +22,4 @@ pub use input::{
 };
 pub use loss::{cicl_loss, cluster_aware_loss, info_nce};
 pub use model::{Cicl, CiclFit, LossRecord, MAX_GENES, RefitRecord};
-pub use params::{AugmentParams, CiclConfig, CiclParams};
+pub use params::{AugmentParams, CiclConfig, CiclParams, encoder_learning_rate};

@@ -18,7 +18,7 @@ use crate::augment::augmented_view;
 use crate::clustering::pseudo_labels;
 use crate::encoder::{Dropout, Encoder, ProjectionHead};
 use crate::loss::cicl_loss;
-use crate::params::{CiclConfig, CiclParams};
+use crate::params::{CiclConfig, CiclParams, encoder_learning_rate};
 
 /// Cells per forward pass when embedding without gradients.
 const EMBED_BATCH: usize = 1024;
@@ -238,17 +238,18 @@ impl Cicl {
             weight_decay: p.weight_decay,
             ..AdamParams::default()
         };
-        let mut encoder_opt = Adam::new(encoder_vars, adam(p.lr_encoder))?;
+        // A last batch of one cell has no negatives: fold it away.
+        let batch_size = p.batch_size.min(n);
+        let drop_last = n % batch_size == 1;
+        let batches_per_epoch = n / batch_size + usize::from(n % batch_size > 1);
+        let lr_encoder = encoder_learning_rate(p.lr_encoder, p.lr_batch_budget, batches_per_epoch);
+        let mut encoder_opt = Adam::new(encoder_vars, adam(lr_encoder))?;
         let mut head_opt = Adam::new(head_vars, adam(p.lr_head))?;
         let mut dropout = Dropout::train(p.dropout, rng_for(p.seed, 0xD20_9047));
         let mut views = (
             augmented_view(x, &p.augment, p.seed, 1)?,
             augmented_view(x, &p.augment, p.seed, 2)?,
         );
-        // A last batch of one cell has no negatives: fold it away.
-        let batch_size = p.batch_size.min(n);
-        let drop_last = n % batch_size == 1;
-        let batches_per_epoch = n / batch_size + usize::from(n % batch_size > 1);
         progress.event(&TrainEvent::Start {
             model: "CICL".into(),
             epochs: p.epochs,
@@ -313,7 +314,7 @@ impl Cicl {
                 epoch,
                 train_loss: (sum / c) as f32,
                 val_loss: None,
-                lr: p.lr_encoder,
+                lr: lr_encoder,
             };
             losses.push(LossRecord {
                 epoch,
