@@ -570,7 +570,7 @@ fn run_training(
     let head_optimizer = match p.optimizer {
         CicOptimizer::Adam { weight_decay, .. } => CicOptimizer::Adam {
             lr: head_lr,
-            weight_decay,
+            weight_decay: p.classifier_weight_decay.unwrap_or(weight_decay),
         },
         CicOptimizer::Sgd { momentum, .. } => CicOptimizer::Sgd {
             lr: head_lr,

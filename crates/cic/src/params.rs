@@ -59,6 +59,11 @@ pub struct CicParams {
     /// Learning rate of the classifier head (same optimizer kind); `None` = the optimizer's.
     /// A PCA-started autoencoder wants small steps, a fresh head larger ones.
     pub classifier_lr: Option<f64>,
+    /// L2 penalty of the classifier head (Adam only, added to the gradient as
+    /// `torch.optim.Adam(weight_decay=...)`); `None` = the optimizer's `weight_decay`. Lets the
+    /// fresh head be regularised without pulling the PCA-started autoencoder off its solution.
+    #[serde(default)]
+    pub classifier_weight_decay: Option<f64>,
     pub batch_size: usize,
     /// Upper bound on epochs (early stopping may end training sooner).
     pub max_epochs: usize,
@@ -123,6 +128,7 @@ impl CicParams {
                 momentum: 0.0,
             },
             classifier_lr: None,
+            classifier_weight_decay: None,
             batch_size: 1,
             max_epochs: 40,
             schedule: LrSchedule::StepDecay {
@@ -189,6 +195,18 @@ impl CheckParams for CicParams {
                 format!("must be > 0, got {lr}")
             })?;
         }
+        if let Some(wd) = self.classifier_weight_decay {
+            ensure_param(
+                wd >= 0.0 && wd.is_finite(),
+                "classifier_weight_decay",
+                || format!("must be >= 0, got {wd}"),
+            )?;
+            ensure_param(
+                matches!(self.optimizer, CicOptimizer::Adam { .. }),
+                "classifier_weight_decay",
+                || "needs the Adam optimizer (SGD here has no weight decay)".into(),
+            )?;
+        }
         ensure_param(self.batch_size > 0, "batch_size", || {
             "must be at least 1".into()
         })?;
@@ -231,5 +249,29 @@ mod tests {
             ..CicParams::default()
         };
         assert!(bad.check().unwrap_err().to_string().contains("input_noise"));
+        let bad = CicParams {
+            classifier_weight_decay: Some(-0.1),
+            ..CicParams::default()
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("classifier_weight_decay")
+        );
+        let bad = CicParams {
+            classifier_weight_decay: Some(0.01),
+            ..CicParams::reference()
+        };
+        assert!(bad.check().unwrap_err().to_string().contains("Adam"));
+    }
+
+    #[test]
+    fn params_without_the_head_decay_still_parse() {
+        // Parameter files and saved models written before the field existed.
+        let mut v = serde_json::to_value(CicParams::default()).unwrap();
+        v.as_object_mut().unwrap().remove("classifier_weight_decay");
+        let p: CicParams = serde_json::from_value(v).unwrap();
+        assert_eq!(p.classifier_weight_decay, None);
     }
 }

@@ -197,3 +197,48 @@ fn checkpoint_round_trip() {
         .is_err()
     );
 }
+
+/// `classifier_weight_decay` reaches the classifier head and nothing else. With the
+/// cross-entropy weighted 1e-9 the head's gradient is too small for Adam to move it (its step is
+/// about `lr · g / eps`), so without decay it stays at its random start, and the autoencoder
+/// trains on the MSE alone: a decay on the head must then leave the reconstruction as it is and
+/// pull the head's weights towards 0, which flattens its probabilities towards 1 / classes.
+/// (At a weight of exactly 0 candle records no gradient for the head, and Adam, like
+/// `torch.optim.Adam` for a parameter without `.grad`, skips it, decay included.)
+#[test]
+fn classifier_weight_decay_touches_only_the_head() {
+    let (x, y, classes, _) = leukemia();
+    let k = classes.len();
+    let fit = |decay: Option<f64>| {
+        let params = CicParams {
+            max_epochs: 10,
+            classification_weight: 1e-9,
+            classifier_lr: Some(1e-2),
+            classifier_weight_decay: decay,
+            ..CicParams::default()
+        };
+        let mut cic = Cic::new(params.check().unwrap(), Device::Cpu);
+        cic.fit(&x, &y, k, &mut NoProgress).unwrap();
+        cic
+    };
+    let (plain, decayed) = (fit(None), fit(Some(1.0)));
+    let worst = max_abs_diff(
+        &plain.reconstruct(&x).unwrap().1,
+        &decayed.reconstruct(&x).unwrap().1,
+    );
+    assert!(worst < 1e-5, "reconstructions differ by {worst}");
+    // Mean distance of each probability from the uniform 1 / classes.
+    let spread = |cic: &Cic| {
+        let p = cic.predict_proba(&x).unwrap();
+        p.values
+            .iter()
+            .map(|&v| (v as f64 - 1.0 / k as f64).abs())
+            .sum::<f64>()
+            / p.values.len() as f64
+    };
+    let (s_plain, s_decayed) = (spread(&plain), spread(&decayed));
+    assert!(
+        s_decayed < 0.5 * s_plain,
+        "decayed head {s_decayed} vs untouched {s_plain}"
+    );
+}
