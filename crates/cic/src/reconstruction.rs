@@ -14,8 +14,10 @@ use crate::input::InputScaler;
 pub struct ReconstructionScores {
     /// Mean squared error over the genes of each sample.
     pub mse: Vec<f64>,
-    /// Spearman correlation between each sample's original and reproduced profile.
-    pub spearman: Vec<f64>,
+    /// Spearman correlation between each sample's original and reproduced profile; `None` where
+    /// the original profile is constant (every input gene equal, e.g. a cell that expresses none
+    /// of them): it has no ranking to reproduce, and it is left out of the median.
+    pub spearman: Vec<Option<f64>>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -32,9 +34,15 @@ fn median(v: &[f64]) -> f64 {
 }
 
 impl ReconstructionScores {
-    /// Median Spearman over samples (the benchmark's `reconstruction_spearman`).
-    pub fn median_spearman(&self) -> f64 {
-        median(&self.spearman)
+    /// Median Spearman over the samples whose original profile is not constant (the
+    /// benchmark's `reconstruction_spearman`); `None` when there is no such sample.
+    pub fn median_spearman(&self) -> Option<f64> {
+        let defined: Vec<f64> = self.spearman.iter().flatten().copied().collect();
+        (!defined.is_empty()).then(|| median(&defined))
+    }
+    /// How many samples have a constant original profile (no Spearman correlation).
+    pub fn n_constant(&self) -> usize {
+        self.spearman.iter().filter(|s| s.is_none()).count()
     }
     /// Median MSE over samples.
     pub fn median_mse(&self) -> f64 {
@@ -75,12 +83,19 @@ pub fn reconstruction_scores(
             .sum::<f64>()
             / a.len().max(1) as f64;
         mse.push(e);
-        let s = cellident_metrics::spearman_correlation(a, b).map_err(|e| {
-            TensorError::InvalidParam {
-                name: "profiles",
-                message: format!("sample {i}: {e}"),
-            }
-        })?;
+        // A constant original has no ranking to reproduce; any other failure (a constant or
+        // non-finite reproduction) is the model's and an error.
+        let constant = a.iter().all(|&v| v == a[0]);
+        let s = if constant {
+            None
+        } else {
+            Some(cellident_metrics::spearman_correlation(a, b).map_err(|e| {
+                TensorError::InvalidParam {
+                    name: "reproduced",
+                    message: format!("sample {i}: {e}"),
+                }
+            })?)
+        };
         spearman.push(s);
     }
     Ok(ReconstructionScores { mse, spearman })
@@ -153,12 +168,30 @@ mod tests {
         let a = DenseMatrix::new(2, 3, vec![0.0, 0.5, 1.0, 1.0, 0.0, 0.5]).unwrap();
         let b = DenseMatrix::new(2, 3, vec![0.1, 0.4, 0.9, 0.0, 1.0, 0.5]).unwrap();
         let s = reconstruction_scores(&a, &b).unwrap();
-        assert!((s.spearman[0] - 1.0).abs() < 1e-12);
-        assert!((s.spearman[1] + 1.0).abs() < 1e-12);
+        assert!((s.spearman[0].unwrap() - 1.0).abs() < 1e-12);
+        assert!((s.spearman[1].unwrap() + 1.0).abs() < 1e-12);
         assert!((s.mse[0] - 0.01).abs() < 1e-7);
         assert!((s.mse[1] - 2.0 / 3.0).abs() < 1e-7);
-        assert!((s.median_spearman() - 0.0).abs() < 1e-12);
-        let c = DenseMatrix::new(1, 3, vec![0.0; 3]).unwrap();
+        assert!((s.median_spearman().unwrap() - 0.0).abs() < 1e-12);
+        assert_eq!(s.n_constant(), 0);
+        // A constant reproduction of a varying profile is the model's failure: an error.
+        let c = DenseMatrix::new(2, 3, vec![0.0; 6]).unwrap();
         assert!(reconstruction_scores(&a, &c).is_err());
+    }
+
+    /// A sample whose original profile is constant (a cell expressing none of the input genes)
+    /// has no ranking to reproduce: no Spearman, left out of the median, still in the MSE.
+    #[test]
+    fn constant_originals_are_left_out_of_the_median() {
+        let a = DenseMatrix::new(3, 3, vec![0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 0.0, 0.0, 0.0]).unwrap();
+        let b = DenseMatrix::new(3, 3, vec![0.1, 0.4, 0.9, 0.0, 1.0, 0.5, 0.2, 0.3, 0.4]).unwrap();
+        let s = reconstruction_scores(&a, &b).unwrap();
+        assert_eq!(s.spearman[2], None);
+        assert_eq!(s.n_constant(), 1);
+        // The median of {1, -1}, not of {1, -1, anything}.
+        assert!((s.median_spearman().unwrap() - 0.0).abs() < 1e-12);
+        assert!((s.mse[2] - (0.04 + 0.09 + 0.16) / 3.0).abs() < 1e-7);
+        let only_constant = s.select(&[2]);
+        assert_eq!(only_constant.median_spearman(), None);
     }
 }

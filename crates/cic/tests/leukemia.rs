@@ -94,10 +94,16 @@ fn classifier_autoencoder_classifies_and_reconstructs() {
     // A majority-class guess scores 36 / 128 = 0.28 on BT; the paper's stage labels are hard.
     assert!(acc >= 0.45, "accuracy {acc}");
     let (o, r) = cic.reconstruct(&xte).unwrap();
-    let cic_s = reconstruction_scores(&o, &r).unwrap().median_spearman();
+    let cic_s = reconstruction_scores(&o, &r)
+        .unwrap()
+        .median_spearman()
+        .unwrap();
     let pca = PcaCodec::fit(&xtr, 1000, 30, 0).unwrap();
     let (o, r) = pca.reconstruct(&xte).unwrap();
-    let pca_s = reconstruction_scores(&o, &r).unwrap().median_spearman();
+    let pca_s = reconstruction_scores(&o, &r)
+        .unwrap()
+        .median_spearman()
+        .unwrap();
     assert!(cic_s > pca_s - 0.01, "CIC {cic_s} vs PCA {pca_s}");
     assert!(pca_s > 0.8, "PCA-30 {pca_s}");
     // Probabilities are rows of a distribution.

@@ -70,6 +70,25 @@ pub struct Results {
     /// Method/task pairs of the suite that have no implementation yet (with the issue that adds them).
     #[serde(default)]
     pub pending: Vec<String>,
+    /// Runs that stopped with an error; the rest of the suite still ran (`cargo xtask reproduce`
+    /// exits non-zero when this is not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedRun>,
+}
+
+/// One run of the suite that stopped with an error, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailedRun {
+    pub dataset: String,
+    pub task: String,
+    pub target: String,
+    /// The method id; `None` when the dataset itself could not be read (no method ran).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seed: Option<u64>,
+    /// The error and its causes, outermost first (`anyhow`'s `{:#}`).
+    pub error: String,
 }
 
 impl Results {
@@ -164,6 +183,24 @@ pub fn report_markdown(r: &Results, figures: &[Figure], seconds: Option<f64>) ->
         for f in figures {
             let _ = writeln!(s, "### {}\n\n![{}]({})\n", f.caption, f.caption, f.path);
         }
+    }
+    if !r.failed.is_empty() {
+        let _ = writeln!(s, "## Failed runs\n");
+        let _ = writeln!(s, "| dataset | task | target | method | seed | error |");
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+        for f in &r.failed {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                f.dataset,
+                f.task,
+                f.target,
+                f.method.as_deref().unwrap_or("(reading the data)"),
+                f.seed.map_or("-".into(), |x| x.to_string()),
+                f.error.replace('|', "\\|").replace('\n', " ")
+            );
+        }
+        s.push('\n');
     }
     if !r.pending.is_empty() {
         let _ = writeln!(s, "## Not implemented yet\n");

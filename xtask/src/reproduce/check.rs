@@ -184,6 +184,7 @@ mod tests {
                 config: serde_json::Value::Null,
             }],
             pending: vec![],
+            failed: vec![],
         }
     }
 

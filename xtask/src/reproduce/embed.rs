@@ -99,11 +99,25 @@ impl Codec for PcaCodec {
     }
 }
 
-/// Median reconstruction Spearman and MSE of `x` through `codec`.
-fn reconstruction_metrics(codec: &dyn Codec, x: &CsrMatrix) -> Result<(f64, f64)> {
+/// Median reconstruction Spearman and MSE of `x` through `codec`, and how many samples had a
+/// constant profile over the input genes (left out of the Spearman median, with a warning).
+fn reconstruction_metrics(codec: &dyn Codec, x: &CsrMatrix) -> Result<(f64, f64, usize)> {
     let (orig, rep) = codec.reconstruct(x)?;
     let s = reconstruction_scores(&orig, &rep)?;
-    Ok((s.median_spearman(), s.median_mse()))
+    let n_constant = s.n_constant();
+    let spearman = s.median_spearman().with_context(|| {
+        format!(
+            "all {} samples have a constant profile over the input genes; the reconstruction Spearman is undefined",
+            orig.n_rows
+        )
+    })?;
+    if n_constant > 0 {
+        eprintln!(
+            "warning: {n_constant} of {} samples have a constant profile over the input genes (no ranking to reproduce); left out of the reconstruction Spearman",
+            orig.n_rows
+        );
+    }
+    Ok((spearman, s.median_mse(), n_constant))
 }
 
 /// A codec trained on `train` rows (labels given for the classifier autoencoder).
@@ -131,7 +145,7 @@ fn evaluate<C: Codec>(
         let train_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let pred = classify(&model, &xtr, &xte, &ytr)?;
-        let (spearman, mse) = reconstruction_metrics(&model, &xte)?;
+        let (spearman, mse, n_constant) = reconstruction_metrics(&model, &xte)?;
         let predict_seconds = t.elapsed().as_secs_f64();
         if fold == 0 {
             first_fold(&model)?;
@@ -143,6 +157,9 @@ fn evaluate<C: Codec>(
         config["model"] = model_config.clone();
         config["n_train"] = json!(train.len());
         config["n_test"] = json!(test.len());
+        if n_constant > 0 {
+            config["n_test_constant_profiles"] = json!(n_constant);
+        }
         out.push(RunOutput {
             metrics,
             train_seconds,
@@ -174,8 +191,8 @@ fn evaluate<C: Codec>(
             let model = fit_unsupervised(&xtr, &pick(&e.y, &train), e.classes.len())?;
             let train_seconds = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let (seen, _) = reconstruction_metrics(&model, &e.x.select_rows(&seen_test))?;
-            let (unseen_s, _) = reconstruction_metrics(&model, &e.x.select_rows(&held))?;
+            let (seen, _, _) = reconstruction_metrics(&model, &e.x.select_rows(&seen_test))?;
+            let (unseen_s, _, _) = reconstruction_metrics(&model, &e.x.select_rows(&held))?;
             let predict_seconds = t.elapsed().as_secs_f64();
             let mut config = e.config.clone();
             config["model"] = model_config.clone();

@@ -254,8 +254,81 @@ fn small_classes(label: &str, y: &[u32], classes: &[String]) -> String {
     }
 }
 
+/// The labelled cells of `column` for a stratified train/test split: classes with fewer than
+/// `min_cells` cells cannot be on both sides of it (scikit-learn's `train_test_split` refuses
+/// them), so their cells are left out, with a warning; the left-out classes come back as
+/// `(class, cells)` for the run's config.
+pub(super) fn labelled_for_split(
+    data: &ExpressionDataset,
+    column: &str,
+    min_cells: usize,
+) -> Result<SplitLabels> {
+    let mut labels = data.obs().labels(column)?;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in labels.iter().flatten() {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    let dropped: Vec<(String, usize)> = counts
+        .iter()
+        .filter(|&(_, &n)| n < min_cells)
+        .map(|(&c, &n)| (c.to_string(), n))
+        .collect();
+    if !dropped.is_empty() {
+        let kept = counts.len() - dropped.len();
+        if kept < 2 {
+            bail!(
+                "column '{column}' has {kept} class(es) with at least {min_cells} cells; a classifier needs 2"
+            );
+        }
+        let named: Vec<String> = dropped
+            .iter()
+            .map(|(c, n)| format!("'{c}' ({n} cell(s))"))
+            .collect();
+        eprintln!(
+            "warning: leaving out the classes of '{column}' with fewer than {min_cells} cells, which a stratified split cannot place: {}",
+            named.join(", ")
+        );
+        for l in labels.iter_mut() {
+            if l.as_ref()
+                .is_some_and(|c| dropped.iter().any(|(d, _)| d == c))
+            {
+                *l = None;
+            }
+        }
+    }
+    let enc = LabelEncoder::fit(&labels)?;
+    let (keep, y) = enc.labelled_rows(&labels);
+    let d = if keep.len() == data.n_cells() {
+        data.clone()
+    } else {
+        data.select_cells(&keep)?
+    };
+    Ok(SplitLabels {
+        data: d,
+        y,
+        enc,
+        dropped,
+    })
+}
+
+/// The labelled cells of [`labelled_for_split`].
+pub(super) struct SplitLabels {
+    /// The cells kept: labelled, of a class with enough cells.
+    data: ExpressionDataset,
+    /// Their class numbers, in `enc`'s classes.
+    y: Vec<u32>,
+    enc: LabelEncoder,
+    /// `(class, cells)` of each class left out.
+    dropped: Vec<(String, usize)>,
+}
+
 fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<AnnotationData> {
-    let (d, y, enc) = labelled(data, &spec.label)?;
+    let SplitLabels {
+        data: d,
+        y,
+        enc,
+        dropped,
+    } = labelled_for_split(data, &spec.label, 2)?;
     let params = log_hvg_recipe(&d);
     let (_, out) = Pipeline::fit(&d, &params)?;
     let Prepared::Sparse(p) = out else {
@@ -277,7 +350,15 @@ fn annotation_split(data: &ExpressionDataset, spec: &TaskSpec) -> Result<Annotat
         Some(other) => bail!("CELLIDENT_SPLIT must be `sklearn` or `cellident`, got `{other}`"),
     };
     let (train, test) = result.with_context(|| small_classes(&spec.label, &y, &enc.classes))?;
-    let config = json!({"preprocessing": params, "split": split, "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len(), "classes": enc.classes});
+    let mut config = json!({"preprocessing": params, "split": split, "n_genes": p.n_genes(), "n_train": train.len(), "n_test": test.len(), "classes": enc.classes});
+    if !dropped.is_empty() {
+        config["dropped_classes"] = json!(
+            dropped
+                .iter()
+                .map(|(c, n)| json!({"class": c, "cells": n}))
+                .collect::<Vec<_>>()
+        );
+    }
     Ok(AnnotationData {
         xtr: p.matrix().select_rows(&train),
         ytr: pick(&y, &train),
@@ -562,6 +643,50 @@ pub(super) type ProgressBar = cellident_tensor::progress_bar::EpochBar;
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Classes too small for a stratified split are left out of the annotate task instead of
+    /// failing it: pollen_simlr's fixture with class '5' cut to one cell (its 7 cells counted
+    /// from obs.csv) keeps every other cell and class, and the split then goes through.
+    #[test]
+    fn classes_of_one_cell_are_left_out_of_the_split() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let data = cellident_io::read_mtx_folder(&root.join("fixtures/pollen_simlr")).unwrap();
+        let labels = data.obs().labels("label").unwrap();
+        let in_5: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i].as_deref() == Some("5"))
+            .collect();
+        assert_eq!(in_5.len(), 7);
+        let keep: Vec<usize> = (0..labels.len())
+            .filter(|i| !in_5[1..].contains(i))
+            .collect();
+        let data = data.select_cells(&keep).unwrap();
+        let SplitLabels {
+            data: d,
+            y,
+            enc,
+            dropped,
+        } = labelled_for_split(&data, "label", 2).unwrap();
+        assert_eq!(dropped, vec![("5".to_string(), 1)]);
+        assert_eq!(d.n_cells(), 249 - 7);
+        assert_eq!(y.len(), d.n_cells());
+        assert_eq!(enc.classes.len(), 10);
+        assert!(!enc.classes.contains(&"5".to_string()));
+        let spec = TaskSpec {
+            task: "annotate".into(),
+            label: "label".into(),
+            groups: None,
+            params: BTreeMap::new(),
+            unseen_types: None,
+        };
+        let a = annotation_split(&data, &spec).unwrap();
+        assert_eq!(a.ytr.len() + a.yte.len(), 249 - 7);
+        assert_eq!(a.config["dropped_classes"][0]["class"], "5");
+        // With fewer than two classes left there is nothing to classify: an error naming the column.
+        let Err(err) = labelled_for_split(&data, "label", 40) else {
+            panic!("one class left must be an error")
+        };
+        assert!(err.to_string().contains("'label'"), "{err}");
+    }
 
     #[test]
     fn a_failed_split_names_the_small_classes() {

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use cellident_io::{
     ExpressionDataset, ParquetWriteOptions, read_mtx_folder, read_parquet, write_parquet,
 };
+use cellident_report::FailedRun;
 use serde::{Deserialize, Serialize};
 
 pub use check::compare;
@@ -156,11 +157,16 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
     for job in &jobs {
         let data = match &cache {
             Some((n, d)) if *n == job.name => d.clone(),
-            _ => {
-                let d = load(job, &o.out)?;
-                cache = Some((job.name.clone(), d.clone()));
-                d
-            }
+            _ => match load(job, &o.out) {
+                Ok(d) => {
+                    cache = Some((job.name.clone(), d.clone()));
+                    d
+                }
+                Err(e) => {
+                    record_failure(&mut results, job, None, None, &e);
+                    continue;
+                }
+            },
         };
         for method in methods::for_task(&job.spec.task)? {
             if !o.methods.is_empty() && !o.methods.iter().any(|m| m == method.id) {
@@ -180,8 +186,13 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
                     dir: o.out.join(&job.name).join(&job.spec.label),
                     params: job.spec.params.get(method.id).cloned(),
                 };
-                let run = runner(&data, &job.spec, seed, &ctx)
-                    .with_context(|| format!("{} / {} / {}", job.name, job.spec.task, method.id))?;
+                let run = match runner(&data, &job.spec, seed, &ctx) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        record_failure(&mut results, job, Some(method.id), Some(seed), &e);
+                        continue;
+                    }
+                };
                 // Fold numbers count within each kind of split (stratified k-fold, leave-one-group-out).
                 let mut next_fold: std::collections::HashMap<Option<String>, usize> =
                     Default::default();
@@ -266,7 +277,35 @@ pub fn run(o: &ReproduceOptions) -> Result<()> {
         }
         println!("regression check against {} passed", baseline.display());
     }
+    if !results.failed.is_empty() {
+        bail!(
+            "{} run(s) failed (listed above, in results.json `failed` and in report.md)",
+            results.failed.len()
+        );
+    }
     Ok(())
+}
+
+/// Prints a run's error and records it in `results.failed`. A failed run does not stop the suite,
+/// so that one odd dataset or method does not cost the results of all the others; `run` still
+/// fails at the end. `method` is `None` when the dataset itself could not be read.
+fn record_failure(
+    results: &mut Results,
+    job: &Job,
+    method: Option<&str>,
+    seed: Option<u64>,
+    e: &anyhow::Error,
+) {
+    let what = method.map_or(String::new(), |m| format!(" / {m}"));
+    eprintln!("error: {} / {}{what}: {e:#}", job.name, job.spec.task);
+    results.failed.push(FailedRun {
+        dataset: job.name.clone(),
+        task: job.spec.task.clone(),
+        target: job.spec.label.clone(),
+        method: method.map(str::to_string),
+        seed,
+        error: format!("{e:#}"),
+    });
 }
 
 /// Resets this process's peak-RSS counter (Linux `clear_refs` 5), so each method's peak is its own.
@@ -284,4 +323,96 @@ fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// One unreadable dataset (a copy of the pollen_simlr fixture whose genes.tsv repeats a gene
+    /// id) and one failing run (a label column that does not exist) are recorded in `failed`;
+    /// the rest of the suite is still benchmarked, results.json and report.md are written, and
+    /// the run fails at the end.
+    #[test]
+    fn failed_runs_are_recorded_and_the_suite_goes_on() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let fixture = root.join("fixtures/pollen_simlr");
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        for name in ["pollen_simlr", "pollen_broken"] {
+            let dir = data_dir.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for file in [
+                "matrix.mtx.gz",
+                "cells.tsv.gz",
+                "obs.csv.gz",
+                "genes.tsv.gz",
+            ] {
+                std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
+            }
+        }
+        let broken = data_dir.join("pollen_broken");
+        let mut genes = read_mtx_folder(&fixture).unwrap().gene_ids().to_vec();
+        genes[1] = genes[0].clone();
+        std::fs::remove_file(broken.join("genes.tsv.gz")).unwrap();
+        cellident_io::write_lines(&broken.join("genes.tsv"), &genes).unwrap();
+        let suite = tmp.path().join("suite.toml");
+        std::fs::write(
+            &suite,
+            "[[dataset]]\nname = \"pollen_broken\"\ntasks = [{ task = \"cluster\", label = \"label\" }]\n\n\
+             [[dataset]]\nname = \"pollen_simlr\"\ntasks = [\n  { task = \"cluster\", label = \"no_such_column\" },\n  { task = \"cluster\", label = \"label\" },\n]\n",
+        )
+        .unwrap();
+        let out = tmp.path().join("out");
+        let err = run(&ReproduceOptions {
+            data_dir,
+            suite,
+            out: out.clone(),
+            dataset: None,
+            task: None,
+            label: None,
+            groups: None,
+            methods: vec!["kmeans".into()],
+            seeds: 1,
+            check: None,
+            write_baseline: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("2 run(s) failed"), "{err:#}");
+        let results = Results::read(&out.join("results.json")).unwrap();
+        assert_eq!(results.records.len(), 1);
+        let r = &results.records[0];
+        assert_eq!(
+            (r.dataset.as_str(), r.target.as_str()),
+            ("pollen_simlr", "label")
+        );
+        assert!(r.metrics["ari"] > 0.5, "{:?}", r.metrics);
+        assert_eq!(results.failed.len(), 2);
+        let unreadable = &results.failed[0];
+        assert_eq!(unreadable.dataset, "pollen_broken");
+        assert_eq!(
+            (unreadable.method.as_deref(), unreadable.seed),
+            (None, None)
+        );
+        assert!(
+            unreadable.error.contains("duplicate gene id"),
+            "{}",
+            unreadable.error
+        );
+        let no_column = &results.failed[1];
+        assert_eq!(no_column.dataset, "pollen_simlr");
+        assert_eq!(no_column.target, "no_such_column");
+        assert_eq!(
+            (no_column.method.as_deref(), no_column.seed),
+            (Some("kmeans"), Some(0))
+        );
+        assert!(
+            no_column.error.contains("no_such_column"),
+            "{}",
+            no_column.error
+        );
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(report.contains("## Failed runs") && report.contains("pollen_broken"));
+    }
 }
