@@ -5,7 +5,7 @@ use std::time::Instant;
 use candle_core::{Device, Var};
 use candle_nn::{Optimizer, VarMap};
 use cellident_io::CsrMatrix;
-use cellident_preprocess::{KMeansParams, kmeans, kmeans_from};
+use cellident_preprocess::{KMeansParams, KMeansResult, Pca, PcaParams, kmeans, kmeans_from};
 use cellident_tensor::batch::{batches, epoch_order, matrix_rows, rng_for};
 use cellident_tensor::params::SeededParams;
 use cellident_tensor::{
@@ -90,6 +90,58 @@ impl std::fmt::Debug for Cicl {
 }
 
 /// A k-means failure of the clustering head, as this crate's error type.
+/// k-means on the top `n_pcs` principal components of `h` (`[cells, dim]`); the centroids
+/// returned are each cluster's mean in `h` itself (`[k, dim]`), and the inertia is measured there.
+fn kmeans_in_principal_components(
+    h: &DenseMatrix,
+    n_pcs: usize,
+    params: &KMeansParams,
+) -> Result<KMeansResult> {
+    let n_components = n_pcs.min(h.n_rows.saturating_sub(1)).min(h.n_cols).max(1);
+    let (_, scores) = Pca::fit_transform(
+        h.clone(),
+        &PcaParams {
+            n_components,
+            seed: params.seed,
+            ..PcaParams::default()
+        },
+    )
+    .map_err(kmeans_error)?;
+    let r = kmeans(&scores, params).map_err(kmeans_error)?;
+    let (k, dim) = (params.k, h.n_cols);
+    let mut sums = vec![0f64; k * dim];
+    let mut counts = vec![0usize; k];
+    for (i, &c) in r.labels.iter().enumerate() {
+        counts[c as usize] += 1;
+        for (s, &v) in sums[c as usize * dim..][..dim].iter_mut().zip(h.row(i)) {
+            *s += v as f64;
+        }
+    }
+    let centroids: Vec<f32> = sums
+        .chunks(dim)
+        .zip(&counts)
+        .flat_map(|(row, &n)| row.iter().map(move |&s| (s / n.max(1) as f64) as f32))
+        .collect();
+    let inertia = r
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            h.row(i)
+                .iter()
+                .zip(&centroids[c as usize * dim..][..dim])
+                .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    Ok(KMeansResult {
+        labels: r.labels,
+        centroids,
+        inertia,
+        iterations: r.iterations,
+    })
+}
+
 fn kmeans_error(e: cellident_preprocess::PreprocessError) -> TensorError {
     TensorError::InvalidParam {
         name: "k-means",
@@ -221,7 +273,11 @@ impl Cicl {
 
         // The first k-means, on the untrained encoder's embedding (the reference's init).
         let h = self.embed_dense(x)?;
-        let first = kmeans(&h, &kmeans_params).map_err(kmeans_error)?;
+        let first = if p.first_kmeans_pcs == 0 {
+            kmeans(&h, &kmeans_params).map_err(kmeans_error)?
+        } else {
+            kmeans_in_principal_components(&h, p.first_kmeans_pcs, &kmeans_params)?
+        };
         self.centroids = first.centroids;
         // The last record's `labels` is the partition now in force: the loop reads it from
         // there rather than keeping a second copy.

@@ -71,6 +71,15 @@ pub struct CiclParams {
     /// per epoch".
     #[serde(default)]
     pub lr_batch_budget: usize,
+    /// Principal components of the untrained embedding that the first k-means runs on (0 = off:
+    /// on the whole embedding, the paper). With `n > 0` the first partition is found in the
+    /// embedding's top `n` principal components, where the noise of the thousands of other
+    /// directions does not blur the clusters, as PCA-50 + k-means does for the input; the first
+    /// centroids are then each cluster's mean embedding, and everything after (Student-t
+    /// assignment, re-fits) works on the whole embedding as before. Opt-in: docs/cicl.md "The
+    /// first k-means in the embedding's principal components".
+    #[serde(default)]
+    pub first_kmeans_pcs: usize,
     /// Keep the centroids of the first k-means for the whole run (the reference code).
     pub frozen_centroids: bool,
     pub augment: AugmentParams,
@@ -115,6 +124,7 @@ impl Default for CiclParams {
             refit_every: 5,
             refit_max_iter: default_refit_max_iter(),
             lr_batch_budget: 0,
+            first_kmeans_pcs: 0,
             frozen_centroids: false,
             augment: AugmentParams::default(),
             kmeans_restarts: 10,
@@ -253,16 +263,19 @@ mod tests {
         );
     }
 
-    /// Parameter files written before `refit_max_iter` and `lr_batch_budget` existed still
-    /// load, as full re-fits at one learning rate.
+    /// Parameter files written before `refit_max_iter`, `lr_batch_budget` and
+    /// `first_kmeans_pcs` existed still load, as full re-fits at one learning rate from a first
+    /// k-means on the whole embedding.
     #[test]
     fn params_without_newer_fields_load_as_before() {
         let mut v = serde_json::to_value(CiclParams::default()).unwrap();
         v.as_object_mut().unwrap().remove("refit_max_iter");
         v.as_object_mut().unwrap().remove("lr_batch_budget");
+        v.as_object_mut().unwrap().remove("first_kmeans_pcs");
         let p: CiclParams = serde_json::from_value(v).unwrap();
         assert_eq!(p.refit_max_iter, 300);
         assert_eq!(p.lr_batch_budget, 0);
+        assert_eq!(p.first_kmeans_pcs, 0);
         assert_eq!(p, CiclParams::default());
     }
 

@@ -409,3 +409,43 @@ fn lr_batch_budget_trains_as_the_scaled_rate_would() {
     });
     assert_ne!(a.embedding.values, c.embedding.values);
 }
+
+/// `first_kmeans_pcs` moves only the first k-means into the untrained embedding's top principal
+/// components: the first partition is exactly k-means (the same starts and seed) on the PCA-10
+/// scores of that embedding, computed here through cellident-preprocess, and it differs from
+/// k-means on the whole embedding (pollen fixture, the small test network, epochs 0 so that the
+/// model's embedding afterwards is still the untrained one).
+#[test]
+fn first_kmeans_pcs_clusters_the_embeddings_principal_components() {
+    use cellident_preprocess::{KMeansParams, Pca, PcaParams, kmeans};
+    let (x, _, k) = pollen();
+    let params = CiclParams {
+        epochs: 0,
+        refit_every: 0,
+        kmeans_restarts: 3,
+        first_kmeans_pcs: 10,
+        ..small_params()
+    };
+    let mut model = Cicl::from_params(&params).unwrap();
+    let fit = model.fit(&x, k, &mut NoProgress).unwrap();
+    let h = model.embed_dense(&x).unwrap();
+    let (_, scores) = Pca::fit_transform(
+        h.clone(),
+        &PcaParams {
+            n_components: 10,
+            seed: 0,
+            ..PcaParams::default()
+        },
+    )
+    .unwrap();
+    let kmeans_params = KMeansParams {
+        n_init: 3,
+        ..KMeansParams::new(k, 0)
+    };
+    let in_pcs = kmeans(&scores, &kmeans_params).unwrap();
+    assert_eq!(fit.initial_labels, in_pcs.labels);
+    let whole = kmeans(&h, &kmeans_params).unwrap();
+    let agreement = cellident_metrics::adjusted_rand_index(&whole.labels, &in_pcs.labels).unwrap();
+    eprintln!("ARI between the first k-means in 10 PCs and on the whole embedding: {agreement:.3}");
+    assert!(agreement < 1.0);
+}
