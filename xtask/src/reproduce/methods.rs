@@ -116,9 +116,16 @@ pub(super) fn labelled(
     data: &ExpressionDataset,
     column: &str,
 ) -> Result<(ExpressionDataset, Vec<u32>, LabelEncoder)> {
-    let labels = data.obs().labels(column)?;
-    let enc = LabelEncoder::fit(&labels)?;
-    let (keep, y) = enc.labelled_rows(&labels);
+    labelled_by(data, &data.obs().labels(column)?)
+}
+
+/// The cells of `data` that have a label in `labels` (one per cell), with the labels encoded.
+fn labelled_by(
+    data: &ExpressionDataset,
+    labels: &[Option<String>],
+) -> Result<(ExpressionDataset, Vec<u32>, LabelEncoder)> {
+    let enc = LabelEncoder::fit(labels)?;
+    let (keep, y) = enc.labelled_rows(labels);
     let d = if keep.len() == data.n_cells() {
         data.clone()
     } else {
@@ -296,13 +303,7 @@ pub(super) fn labelled_for_split(
             }
         }
     }
-    let enc = LabelEncoder::fit(&labels)?;
-    let (keep, y) = enc.labelled_rows(&labels);
-    let d = if keep.len() == data.n_cells() {
-        data.clone()
-    } else {
-        data.select_cells(&keep)?
-    };
+    let (d, y, enc) = labelled_by(data, &labels)?;
     Ok(SplitLabels {
         data: d,
         y,
