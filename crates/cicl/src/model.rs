@@ -89,9 +89,11 @@ impl std::fmt::Debug for Cicl {
     }
 }
 
-/// A k-means failure of the clustering head, as this crate's error type.
 /// k-means on the top `n_pcs` principal components of `h` (`[cells, dim]`); the centroids
 /// returned are each cluster's mean in `h` itself (`[k, dim]`), and the inertia is measured there.
+/// A cell can be nearer another cluster's mean in `h` than in the components, so the first
+/// epoch's pseudo-labels (nearest centroid in `h`) can differ from these labels; the first re-fit
+/// makes the partition in force agree with them again.
 fn kmeans_in_principal_components(
     h: &DenseMatrix,
     n_pcs: usize,
@@ -142,6 +144,7 @@ fn kmeans_in_principal_components(
     })
 }
 
+/// A k-means failure of the clustering head, as this crate's error type.
 fn kmeans_error(e: cellident_preprocess::PreprocessError) -> TensorError {
     TensorError::InvalidParam {
         name: "k-means",
