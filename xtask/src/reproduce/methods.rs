@@ -630,6 +630,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The annotate task of the fixture suite on `label`, with no parameter overrides.
+    fn annotate_by(label: &str) -> TaskSpec {
+        TaskSpec {
+            task: "annotate".into(),
+            label: label.into(),
+            groups: None,
+            params: BTreeMap::new(),
+            unseen_types: None,
+        }
+    }
+
     /// Classes too small for a stratified split are left out of the annotate task instead of
     /// failing it: pollen_simlr's fixture with class '5' cut to one cell (its 7 cells counted
     /// from obs.csv) keeps every other cell and class, and the split then goes through.
@@ -657,13 +668,7 @@ mod tests {
         assert_eq!(y.len(), d.n_cells());
         assert_eq!(enc.classes.len(), 10);
         assert!(!enc.classes.contains(&"5".to_string()));
-        let spec = TaskSpec {
-            task: "annotate".into(),
-            label: "label".into(),
-            groups: None,
-            params: BTreeMap::new(),
-            unseen_types: None,
-        };
+        let spec = annotate_by("label");
         let a = annotation_split(&data, &spec).unwrap();
         assert_eq!(a.ytr.len() + a.yte.len(), 249 - 7);
         assert_eq!(a.config["dropped_classes"][0]["class"], "5");
@@ -692,13 +697,7 @@ mod tests {
             })
             .collect();
         assert_eq!((seen.len(), keep.len()), (11, 22));
-        let spec = TaskSpec {
-            task: "annotate".into(),
-            label: "label".into(),
-            groups: None,
-            params: BTreeMap::new(),
-            unseen_types: None,
-        };
+        let spec = annotate_by("label");
         let Err(err) = annotation_split(&data.select_cells(&keep).unwrap(), &spec) else {
             panic!("5 test cells cannot hold 11 classes")
         };
