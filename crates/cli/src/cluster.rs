@@ -58,16 +58,21 @@ pub struct ClusterArgs {
     /// Smaller is sharper; docs/cicl.md "Temperature" measures 0.2 on thirteen datasets.
     #[arg(long)]
     temperature: Option<f64>,
-    /// CICL: dropout rate inside the encoder during training, in [0, 1) (default 0.2, the
-    /// paper's). docs/cicl.md "Dropout 0" measures 0 on thirteen datasets.
+    /// CICL: dropout rate inside the encoder during training, in [0, 1) (default 0; the
+    /// paper's is 0.2). docs/cicl.md "Dropout 0" measures both on thirteen datasets.
     #[arg(long)]
     dropout: Option<f64>,
     /// CICL: height of the constant (+a, -a, ...) profile added to every cell before the
-    /// encoder, so that its per-cell LayerNorm rescales all cells alike (default 0, off; not
-    /// the paper's). docs/cicl.md "A constant profile under the LayerNorm" and "The profile
-    /// without dropout" (with `--dropout 0`) measure 2.
+    /// encoder, so that its per-cell LayerNorm rescales all cells alike (default 0.5; 0 is the
+    /// paper's, off). docs/cicl.md "A constant profile under the LayerNorm" measures it.
     #[arg(long, allow_negative_numbers = true)]
     input_offset: Option<f64>,
+    /// CICL: principal components of the untrained embedding that the first k-means runs in
+    /// (default 50; 0 is the paper's, the whole embedding). `--dropout 0.2 --input-offset 0
+    /// --first-kmeans-pcs 0` is the paper's recipe. docs/cicl.md "The first k-means in the
+    /// embedding's principal components".
+    #[arg(long)]
+    first_kmeans_pcs: Option<usize>,
     /// CICL: also write the cells' embedding (Parquet, features h0..) to this file.
     #[arg(long)]
     embedding: Option<PathBuf>,
@@ -279,6 +284,9 @@ fn cluster_and_write(
             }
             if let Some(o) = a.input_offset {
                 params.input_offset = o;
+            }
+            if let Some(n) = a.first_kmeans_pcs {
+                params.first_kmeans_pcs = n;
             }
             let device: DeviceChoice = a.device.parse()?;
             let mut model = Cicl::new(params.check()?, device.device()?);
