@@ -413,11 +413,13 @@ fn reversed_gene_copy(fixture_dir: &Path, dir: &Path) -> PathBuf {
 fn cluster_with_leiden_kmeans_and_cicl() {
     // pollen_simlr (249 cells, 11 labelled tissues). The same recipe in `cargo xtask reproduce`
     // scores Leiden 0.749 and PCA-50 + k-means (K = 11) 0.920 on this fixture
-    // (docs/results.md); CICL after 2 epochs stays near its first k-means (0.87).
+    // (docs/results.md); CICL after 2 epochs stays near its first k-means (0.936 with the default
+    // since 2026-12-07).
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("pollen_simlr");
-    // `cellident cluster pollen -o OUT --method METHOD --k 11 EXTRA...`, which must succeed.
-    let cluster_k11 = |out: &Path, method: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+    // `cellident cluster pollen -o OUT --method METHOD --k 11 EXTRA...`; `cluster_k11` also
+    // requires it to succeed.
+    let run_k11 = |out: &Path, method: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
             &"cluster",
             &input,
@@ -429,7 +431,10 @@ fn cluster_with_leiden_kmeans_and_cicl() {
             &"11",
         ];
         args.extend_from_slice(extra);
-        ok(&cellident(&args));
+        cellident(&args)
+    };
+    let cluster_k11 = |out: &Path, method: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        ok(&run_k11(out, method, extra));
     };
     let leiden = dir.path().join("leiden.csv");
     ok(&cellident(&[&"cluster", &input, &"-o", &leiden]));
@@ -496,8 +501,8 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let cicl_ari = pollen_ari(&cicl);
     eprintln!("pollen CICL (2 epochs) ARI {cicl_ari:.3}");
     assert!(cicl_ari > 0.88, "{cicl_ari}");
-    // The same with the log values unscaled (docs/cicl.md, the paper's recipe: the first k-means 0.880 on pollen,
-    // 0.934 scaled).
+    // The same with the log values unscaled (docs/cicl.md, the paper's recipe: the first
+    // k-means 0.880 on pollen, 0.934 scaled).
     let cicl_unscaled = dir.path().join("cicl_unscaled.csv");
     cluster_k11(&cicl_unscaled, "cicl", &[&"--epochs", &"1", &"--no-scale"]);
     let unscaled_cicl_ari = pollen_ari(&cicl_unscaled);
@@ -509,15 +514,11 @@ fn cluster_with_leiden_kmeans_and_cicl() {
     let cicl_option = |flag: &str, refused: &str, accepted: &str| -> f64 {
         let csv = dir.path().join(format!("cicl_{flag}.csv"));
         let run = |value: &str| {
-            Command::new(env!("CARGO_BIN_EXE_cellident"))
-                .args([
-                    "cluster", "--method", "cicl", "--k", "11", "--epochs", "1", "--quiet",
-                ])
-                .args([&format!("--{flag}"), value, "-o"])
-                .arg(&csv)
-                .arg(&input)
-                .output()
-                .unwrap()
+            run_k11(
+                &csv,
+                "cicl",
+                &[&"--epochs", &"1", &format!("--{flag}"), &value],
+            )
         };
         let out = run(refused);
         assert_eq!(out.status.code(), Some(1), "--{flag} {refused}");
